@@ -1,0 +1,69 @@
+"""hsafast: predict IHC biomarker status from H&E whole-slide images.
+
+Importing the package is cheap and has no side effects: the public names below
+are resolved on first use, and GPU or optional packages are probed only then.
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
+
+try:
+    __version__ = version("hsafast")
+except PackageNotFoundError:  # running from a source tree without installation
+    __version__ = "0.0.0"
+
+# public name -> module that defines it
+_EXPORTS = {
+    "HsafastError": "hsafast.errors",
+    "SlideError": "hsafast.errors",
+    "MissingPixelSizeError": "hsafast.errors",
+    "NoTissueError": "hsafast.errors",
+    "InvalidParameterError": "hsafast.errors",
+    "Slide": "hsafast.slides",
+    "open_slide": "hsafast.slides",
+    "installation_info": "hsafast.info",
+    "build_info": "hsafast.info",
+    "TissueConfig": "hsafast.tissue",
+    "TissueMask": "hsafast.tissue",
+    "detect_tissue": "hsafast.tissue",
+    "TileGrid": "hsafast.tiling",
+    "tile_grid": "hsafast.tiling",
+    "TileBatch": "hsafast.reading",
+    "read_tiles": "hsafast.reading",
+    "FeatureFile": "hsafast.features",
+    "read_feature_file": "hsafast.features",
+    "write_feature_file": "hsafast.features",
+    "Manifest": "hsafast.manifest",
+    "read_manifest": "hsafast.manifest",
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hsafast' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:
+    from hsafast.errors import (
+        HsafastError,
+        InvalidParameterError,
+        MissingPixelSizeError,
+        NoTissueError,
+        SlideError,
+    )
+    from hsafast.info import build_info, installation_info
+    from hsafast.manifest import Manifest, read_manifest
+    from hsafast.slides import Slide, open_slide

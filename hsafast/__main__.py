@@ -1,0 +1,5 @@
+import sys
+
+from hsafast.cli import main
+
+sys.exit(main())

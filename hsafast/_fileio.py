@@ -1,0 +1,48 @@
+"""Writing files so that a crash never leaves a partial output under the final name."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path next to ``final``; rename it over ``final`` on success.
+
+    On any exception the temporary file is removed and ``final`` is left untouched.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_bytes(final: str | os.PathLike[str], data: bytes) -> None:
+    with atomic_path(final) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(final: str | os.PathLike[str], text: str) -> None:
+    atomic_write_bytes(final, text.encode("utf-8"))
+
+
+def safe_id(name: str) -> str:
+    """Turn a slide or case identifier into a safe file name stem.
+
+    Path separators, spaces and other characters outside ``[A-Za-z0-9._-]`` become
+    ``_``; leading dots are dropped so that an ID never names a hidden file or a
+    parent directory.
+    """
+    cleaned = _UNSAFE.sub("_", name).lstrip(".")
+    return cleaned or "_"
