@@ -42,7 +42,10 @@ def run(args: argparse.Namespace) -> int:
     from hsafast.manifest import is_manifest, read_manifest
     from hsafast.stain.markers import get_marker, load_markers
 
-    extra = load_markers(args.markers) if args.markers else {}
+    try:
+        extra = load_markers(args.markers) if args.markers else {}
+    except ConfigError as exc:
+        raise SystemExit(f"hsafast quantify: {exc}") from None
     jobs: dict[Path, str | None] = {}
     for item in args.inputs:
         path = Path(item)
