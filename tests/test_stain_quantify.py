@@ -117,6 +117,9 @@ def test_cli_unknown_marker_and_bad_file(synthetic_slide: Path, tmp_path: Path) 
     with pytest.raises(SystemExit, match="unknown marker"):
         main(["quantify", str(synthetic_slide), "--marker", "ttf1", "--out", str(tmp_path)])
     bad = tmp_path / "m.toml"
-    bad.write_text("[markers.ttf1]\ncompartment = 1\n")
+    bad.write_text(
+        "[markers.ttf1]\ncompartment = 1\nclasses = ['a', 'b']\ncutoffs = [0.1]\n"
+        "binary = { a = 'low', b = 'intermediate/high' }\n"
+    )
     with pytest.raises(SystemExit, match="m.toml.*compartment"):
         main(["quantify", str(synthetic_slide), "--markers", str(bad), "--out", str(tmp_path)])
