@@ -73,3 +73,15 @@ def test_real_ihc_has_nucleus_sized_cells(ihc_png) -> None:
     # 512 px at ~0.5 um/px of colon mucosa: hundreds of nuclei, many of them DAB-stained.
     assert 200 < len(cells) < 3000
     assert 0.2 < cells.positive().mean() < 0.95
+
+
+@pytest.mark.parametrize("compartment", ["nuclear", "membranous"])
+def test_hard_tiles_touching_nuclei_weak_stain_background(compartment: str) -> None:
+    tile = render_ihc_tile(
+        320, mpp=MPP, positive_fraction=0.5, compartment=compartment, density=0.9,
+        spacing=2.0 if compartment == "nuclear" else 2.8, positive_od=(0.15, 0.9),
+        background_dab=0.04, seed=11,
+    )  # fmt: skip
+    r = compare_cells(_cells(tile, compartment), tile.cells_xy, tile.positive, 3.5 / MPP)
+    assert r["recall"] >= 0.8 and r["precision"] >= 0.9, r
+    assert r["abs_error"] <= 0.08, r

@@ -36,7 +36,7 @@ class CellConfig:
     """Smoothed nuclear stain (OD) a blob centre must exceed."""
     ring_um: float = 2.5
     """Width of the membrane ring outside the nucleus."""
-    ring_coverage: float = 0.1
+    ring_coverage: float = 0.15
     """Share of the ring that must be DAB 1+ for a membrane-positive cell."""
 
     def __post_init__(self) -> None:
