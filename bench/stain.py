@@ -156,10 +156,11 @@ def figures(out_dir: Path) -> list[Path]:
     """Overlays on the real IHC images: DAB grades (1+ yellow, 2+ orange, 3+ red), cells.
 
     scikit-image's image is a membranous/cytoplasmic stain at about 0.5 um/px:
-    its cells are read as for PD-L1 (red: ring positive, blue: negative). The
+    its cells are read as for PD-L1 (green: ring positive, blue: negative). The
     BIRL sections are at 5 % scale, too coarse for cells: pixel grades only.
     """
     import cv2
+    from PIL import Image
 
     from hsafast.stain import concentrations, membranous_cells
 
@@ -182,14 +183,15 @@ def figures(out_dir: Path) -> list[Path]:
         if cells:
             found = membranous_cells(c[..., 0], c[..., 2], 0.5, (0.2, 0.4, 0.6))
             for (x, y), g in zip(found.xy, found.grade, strict=True):
-                col = (220, 0, 0) if g > 0 else (0, 90, 255)
-                cv2.circle(over, (round(float(x)), round(float(y))), 6, col, 1, cv2.LINE_AA)
+                col = (0, 200, 0) if g > 0 else (0, 60, 255)
+                cv2.circle(over, (round(float(x)), round(float(y))), 6, col, 2, cv2.LINE_AA)
         dab = np.clip(255 - c[..., 2] / 1.0 * 255, 0, 255).astype(np.uint8)
         panel = np.concatenate([rgb, np.repeat(dab[..., None], 3, -1), over], axis=1)
-        scale = min(1.0, 1500 / panel.shape[1])
+        scale = min(1.0, 1200 / panel.shape[1])
         panel = cv2.resize(panel, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         dest = out_dir / f"stain_{name}.png"
-        cv2.imwrite(str(dest), panel[..., ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 9])
+        # A 96-colour palette keeps the figures small enough to commit.
+        Image.fromarray(panel).quantize(96, dither=Image.Dither.NONE).save(dest, optimize=True)
         written.append(dest)
     return written
 

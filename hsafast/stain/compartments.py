@@ -32,7 +32,7 @@ class CellConfig:
 
     nucleus_radius_um: float = 3.5
     """Typical nucleus radius (7 um diameter at 20x-40x)."""
-    min_nuclear_od: float = 0.25
+    min_nuclear_od: float = 0.15
     """Smoothed nuclear stain (OD) a blob centre must exceed."""
     ring_um: float = 2.5
     """Width of the membrane ring outside the nucleus."""

@@ -94,7 +94,7 @@ def render_ihc_tile(
             dab[inside] += rng.uniform(*positive_od) * chromatin
             hema[inside] += 0.15 * chromatin
         else:
-            hema[inside] += rng.uniform(0.45, 0.75) * chromatin
+            hema[inside] += rng.uniform(0.25, 0.55) * chromatin
         if compartment == "membranous" and pos:
             rr = np.hypot(dx, dy)
             ring_r = a * 1.35 + 0.5 / mpp
