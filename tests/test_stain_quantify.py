@@ -50,6 +50,9 @@ def test_quantify_flags_and_pools_tiles(synthetic_slide: Path) -> None:
     assert np.all(stats.cells[stats.included, 0] > 50)
     cols = stats.columns()
     assert all(np.isfinite(v).all() for v in cols.values())
+    agg = stats.aggregate()
+    assert agg["tiles"] == 4 and 0.2 < agg["cells_1_fraction"] < 0.4
+    assert 0 < agg["dab_1_per_tissue"] < 1
     label = hsafast.slide_label(stats, "ki67")
     assert label.label == "high" and label.binary == "intermediate/high"
     assert label.score == pytest.approx(0.3, abs=0.05)

@@ -102,6 +102,19 @@ class StainStats:
     def positive_cell_fraction(self, grade: int = 1) -> np.ndarray:
         return _ratio(self.cells[:, grade].astype(np.float64), self.cells[:, 0])
 
+    def aggregate(self) -> dict[str, float]:
+        """Pooled statistics of the included tiles (shares of their tissue and cells)."""
+        inc = self.included
+        px = self.pixels[inc].sum(axis=0) if inc.any() else np.zeros(len(STAT_NAMES))
+        cells = self.cells[inc].sum(axis=0) if inc.any() else np.zeros(4)
+        tissue, n = float(px[0]), float(cells[0])
+        out = {"tiles": float(inc.sum()), "tissue_pixels": tissue, "cells": n}
+        for i, name in enumerate(STAT_NAMES[1:], start=1):
+            out[f"{name}_per_tissue"] = float(px[i]) / tissue if tissue > 0 else 0.0
+        for g in (1, 2, 3):
+            out[f"cells_{g}_fraction"] = float(cells[g]) / n if n > 0 else 0.0
+        return out
+
     def columns(self) -> dict[str, np.ndarray]:
         """Named per-tile columns (what the CLI writes next to the coordinates)."""
         out: dict[str, np.ndarray] = {
