@@ -54,10 +54,15 @@ void build_tables(const StatsParams& p, Tables& tab) {
   }
 }
 
-// Lanes at or below their floor are zeroed, as are non-tissue pixels; the floor
-// is zero (clamping) except for the residual lane (-inf: no clamping).
+// max(s, floor) on tissue pixels, zero elsewhere; the floor is zero (clamping)
+// except for the residual lane (-inf: no clamping).
 inline v8f clamp_tissue(v8f s, v8f floor, v8i tissue) {
-  return reinterpret_cast<v8f>(reinterpret_cast<v8i>(s) & (s > floor) & tissue);
+#if defined(__AVX__) && defined(__GNUC__) && !defined(__clang__)
+  const v8f m = __builtin_ia32_maxps256(s, floor);  // a compare and blend otherwise
+#else
+  const v8f m = s > floor ? s : floor;
+#endif
+  return reinterpret_cast<v8f>(reinterpret_cast<v8i>(m) & tissue);
 }
 
 // Accumulates one row of w pixels into acc (kStatCount doubles). Four pixels

@@ -16,6 +16,7 @@ scikit-image does.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 import numpy as np
@@ -40,7 +41,12 @@ STAT_NAMES = (
 
 
 def od_lut(scale: Scale = "log10") -> np.ndarray:
-    """Optical density of each 8-bit intensity (256 float32)."""
+    """Optical density of each 8-bit intensity (256 float32, read-only)."""
+    return _od_lut(scale)
+
+
+@lru_cache(maxsize=4)
+def _od_lut(scale: str) -> np.ndarray:
     v = np.maximum(np.arange(256, dtype=np.float64) / 255.0, 1e-6)
     if scale == "log10":
         lut = -np.log10(v)
@@ -48,7 +54,9 @@ def od_lut(scale: Scale = "log10") -> np.ndarray:
         lut = np.log(v) / np.log(1e-6)
     else:
         raise InvalidParameterError(f"unknown OD scale {scale!r} (log10 or skimage)")
-    return lut.astype(np.float32)
+    out = lut.astype(np.float32)
+    out.flags.writeable = False
+    return out
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ that results can be checked against it pixel for pixel.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -27,14 +28,15 @@ class StainMatrix:
     rgb_from_stains: np.ndarray = field(repr=False)
 
     def __post_init__(self) -> None:
-        m = np.asarray(self.rgb_from_stains, dtype=np.float64)
+        m = np.array(self.rgb_from_stains, dtype=np.float64)  # a private, read-only copy
         if m.shape != (3, 3) or not np.all(np.isfinite(m)):
             raise StainError(f"a stain matrix is 3x3 and finite, got shape {m.shape}")
         if len(self.names) != 3 or len(set(self.names)) != 3:
             raise StainError(f"a stain matrix names three distinct stains, got {self.names}")
+        m.flags.writeable = False
         object.__setattr__(self, "rgb_from_stains", m)
 
-    @property
+    @cached_property
     def stains_from_rgb(self) -> np.ndarray:
         """The inverse matrix (OD row -> concentrations); StainError when singular."""
         cond = np.linalg.cond(self.rgb_from_stains)
@@ -43,7 +45,9 @@ class StainMatrix:
                 f"the stain vectors {self.names} are (nearly) linearly dependent "
                 f"(condition number {cond:.3g}); give distinct stain colours"
             )
-        return np.linalg.inv(self.rgb_from_stains)
+        inv = np.linalg.inv(self.rgb_from_stains)
+        inv.flags.writeable = False
+        return inv
 
     def index(self, name: str) -> int:
         try:
