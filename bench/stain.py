@@ -96,6 +96,8 @@ def throughput(table: Table, tiles: np.ndarray, threads: list[int], repeats: int
 
     mpx = tiles[..., 0].size / 1e6
     before = _core.get_num_threads()
+    skimage_stats(tiles, 1)  # warm both paths up once before any timing
+    hsafast_stats(tiles)
     for t in threads:
         _core.set_num_threads(t)
         with _blas_threads(t):
