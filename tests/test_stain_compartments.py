@@ -85,3 +85,11 @@ def test_hard_tiles_touching_nuclei_weak_stain_background(compartment: str) -> N
     r = compare_cells(_cells(tile, compartment), tile.cells_xy, tile.positive, 3.5 / MPP)
     assert r["recall"] >= 0.8 and r["precision"] >= 0.9, r
     assert r["abs_error"] <= 0.08, r
+
+
+def test_truth_table_with_boolean_text(tmp_path: Path) -> None:
+    path = tmp_path / "cells.csv"
+    path.write_text("x,y,positive,grade\n10.5,20,True,2\n30,40.25,false,0\n")
+    xy, pos = read_truth_cells(path)
+    np.testing.assert_allclose(xy, [[10.5, 20], [30, 40.25]])
+    assert pos.tolist() == [True, False]

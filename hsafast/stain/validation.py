@@ -10,6 +10,7 @@ positivity column, such as the cohort simulator's ``truth/<case>/cells.*``.
 
 from __future__ import annotations
 
+import csv
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,19 +120,33 @@ def render_ihc_tile(
 
 
 def read_truth_cells(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(xy K x 2, positive K bools) from a truth table (.csv or .parquet)."""
-    import pandas as pd
-
+    """(xy K x 2, positive K bools) from a truth table (.csv, or .parquet with pandas)."""
     p = Path(path)
-    df = pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_csv(p)
-    col = next((c for c in POSITIVE_COLUMNS if c in df.columns), None)
-    if col is None or not {"x", "y"} <= set(df.columns):
+    try:
+        if p.suffix == ".parquet":
+            import pandas as pd
+
+            df = pd.read_parquet(p)
+            columns: dict[str, np.ndarray] = {c: df[c].to_numpy() for c in df.columns}
+        else:
+            with p.open(newline="", encoding="utf-8") as f:
+                rows = list(csv.DictReader(f))
+            names = list(rows[0]) if rows else []
+            columns = {c: np.array([r[c] for r in rows]) for c in names}
+    except (OSError, ValueError, ImportError) as exc:
+        raise ConfigError(f"cannot read truth table: {exc}", p) from None
+    col = next((c for c in POSITIVE_COLUMNS if c in columns), None)
+    if col is None or not {"x", "y"} <= set(columns):
         raise ConfigError(
             f"a truth table needs columns x, y and one of {POSITIVE_COLUMNS}; "
-            f"found {list(df.columns)}",
+            f"found {list(columns)}",
             p,
         )
-    return df[["x", "y"]].to_numpy(np.float64), df[col].to_numpy().astype(bool)
+    xy = np.stack([columns["x"].astype(np.float64), columns["y"].astype(np.float64)], axis=1)
+    pos = columns[col]
+    if pos.dtype.kind in "US":  # CSV text: 1/0 or true/false
+        pos = np.isin(np.char.lower(pos.astype(str)), ("1", "true", "yes", "1.0"))
+    return xy, pos.astype(bool)
 
 
 def compare_cells(
