@@ -38,6 +38,14 @@ _EXPORTS = {
     "write_feature_file": "hsafast.features",
     "Manifest": "hsafast.manifest",
     "read_manifest": "hsafast.manifest",
+    "quantify": "hsafast.stain",
+    "slide_label": "hsafast.stain",
+    "StainStats": "hsafast.stain",
+    "SlideLabel": "hsafast.stain",
+    "Marker": "hsafast.stain",
+    "get_marker": "hsafast.stain",
+    "load_markers": "hsafast.stain",
+    "StainMatrix": "hsafast.stain",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
@@ -67,3 +75,13 @@ if TYPE_CHECKING:
     from hsafast.info import build_info, installation_info
     from hsafast.manifest import Manifest, read_manifest
     from hsafast.slides import Slide, open_slide
+    from hsafast.stain import (
+        Marker,
+        SlideLabel,
+        StainMatrix,
+        StainStats,
+        get_marker,
+        load_markers,
+        quantify,
+        slide_label,
+    )

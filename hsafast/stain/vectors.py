@@ -1,0 +1,141 @@
+"""Stain matrices: the default Ruifrok-Johnston vectors and per-slide Macenko estimates.
+
+A stain matrix holds one optical-density (OD) colour vector per stain, as rows,
+so that ``od_rgb = concentrations @ rgb_from_stains``. The default is the
+hematoxylin / eosin / DAB matrix of Ruifrok and Johnston (Anal. Quant. Cytol.
+Histol. 23:291, 2001) with the same numbers scikit-image's ``rgb2hed`` uses, so
+that results can be checked against it pixel for pixel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+from hsafast.errors import StainError
+
+#: Condition number above which a stain matrix is treated as singular.
+MAX_CONDITION = 1e4
+
+
+@dataclass(frozen=True)
+class StainMatrix:
+    """Three stain OD vectors (rows of ``rgb_from_stains``) and their names."""
+
+    names: tuple[str, str, str]
+    rgb_from_stains: np.ndarray = field(repr=False)
+
+    def __post_init__(self) -> None:
+        m = np.array(self.rgb_from_stains, dtype=np.float64)  # a private, read-only copy
+        if m.shape != (3, 3) or not np.all(np.isfinite(m)):
+            raise StainError(f"a stain matrix is 3x3 and finite, got shape {m.shape}")
+        if len(self.names) != 3 or len(set(self.names)) != 3:
+            raise StainError(f"a stain matrix names three distinct stains, got {self.names}")
+        m.flags.writeable = False
+        object.__setattr__(self, "rgb_from_stains", m)
+
+    @cached_property
+    def stains_from_rgb(self) -> np.ndarray:
+        """The inverse matrix (OD row -> concentrations); StainError when singular."""
+        cond = np.linalg.cond(self.rgb_from_stains)
+        if not np.isfinite(cond) or cond > MAX_CONDITION:
+            raise StainError(
+                f"the stain vectors {self.names} are (nearly) linearly dependent "
+                f"(condition number {cond:.3g}); give distinct stain colours"
+            )
+        inv = np.linalg.inv(self.rgb_from_stains)
+        inv.flags.writeable = False
+        return inv
+
+    def index(self, name: str) -> int:
+        try:
+            return self.names.index(name)
+        except ValueError:
+            raise StainError(f"the stain matrix has no stain {name!r} (has {self.names})") from None
+
+    @classmethod
+    def from_vectors(
+        cls,
+        hematoxylin: np.ndarray | list[float],
+        dab: np.ndarray | list[float],
+        third: np.ndarray | list[float] | None = None,
+        third_name: str = "residual",
+    ) -> StainMatrix:
+        """Hematoxylin and DAB OD vectors (normalised here), plus a third one.
+
+        Without a third vector the (normalised) cross product of the two is
+        used: orthogonal to both, it keeps the matrix well conditioned and
+        collects what neither stain explains.
+        """
+        h = _unit(np.asarray(hematoxylin, dtype=np.float64), "hematoxylin")
+        d = _unit(np.asarray(dab, dtype=np.float64), "dab")
+        if third is None:
+            r = np.cross(h, d)
+            norm = np.linalg.norm(r)
+            if norm < 1e-6:
+                raise StainError("the hematoxylin and DAB vectors are parallel")
+            r = r / norm
+            r = -r if r.sum() < 0 else r
+        else:
+            r = _unit(np.asarray(third, dtype=np.float64), third_name)
+        return cls(("hematoxylin", third_name, "dab"), np.stack([h, r, d]))
+
+
+def _unit(v: np.ndarray, name: str) -> np.ndarray:
+    if v.shape != (3,) or not np.all(np.isfinite(v)):
+        raise StainError(f"the {name} vector must hold three finite numbers, got {v!r}")
+    norm = float(np.linalg.norm(v))
+    if norm < 1e-9:
+        raise StainError(f"the {name} vector is zero")
+    return v / norm
+
+
+#: Ruifrok-Johnston hematoxylin / eosin / DAB (scikit-image ``rgb_from_hed``).
+HED = StainMatrix(
+    ("hematoxylin", "eosin", "dab"),
+    np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]]),
+)
+
+
+def estimate_macenko(
+    rgb: np.ndarray,
+    *,
+    od_min: float = 0.15,
+    percentile: float = 1.0,
+    max_pixels: int = 200_000,
+    seed: int = 0,
+) -> StainMatrix:
+    """Hematoxylin and DAB vectors of one slide, estimated from its pixels.
+
+    Macenko et al. (ISBI 2009): project the OD of stained pixels onto the plane
+    of their two main directions and take the robust extreme angles as the two
+    stains. Of the two, the bluer one (larger red-channel OD share) is
+    hematoxylin. ``rgb`` is any array of uint8 RGB pixels (tiles, a thumbnail).
+    """
+    from hsafast.stain.deconvolution import od_lut
+
+    px = np.asarray(rgb, dtype=np.uint8).reshape(-1, 3)
+    od = od_lut()[px].astype(np.float64)
+    od = od[np.all(od > od_min / 3, axis=1) & (od.sum(axis=1) > od_min)]
+    if len(od) < 100:
+        raise StainError(f"too few stained pixels ({len(od)}) to estimate stain vectors")
+    if len(od) > max_pixels:
+        od = od[np.random.default_rng(seed).choice(len(od), max_pixels, replace=False)]
+    _, vecs = np.linalg.eigh(np.cov(od, rowvar=False))
+    plane = vecs[:, 1:3]
+    if plane[0, 1] < 0:
+        plane[:, 1] *= -1
+    if plane[0, 0] < 0:
+        plane[:, 0] *= -1
+    proj = od @ plane
+    angle = np.arctan2(proj[:, 1], proj[:, 0])
+    lo, hi = np.percentile(angle, [percentile, 100 - percentile])
+    v1 = plane @ np.array([np.cos(lo), np.sin(lo)])
+    v2 = plane @ np.array([np.cos(hi), np.sin(hi)])
+    v1, v2 = np.abs(v1), np.abs(v2)
+    share1 = v1[0] / v1.sum()
+    share2 = v2[0] / v2.sum()
+    h, d = (v1, v2) if share1 > share2 else (v2, v1)
+    return StainMatrix.from_vectors(h, d)

@@ -1,0 +1,128 @@
+"""quantify / slide_label over slides, and the ``hsafast quantify`` command."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import hsafast
+from hsafast.cli import main
+from hsafast.errors import StainError
+from hsafast.slides import open_slide
+from hsafast.stain import StainMatrix, quantify, slide_label
+from hsafast.stain.quantification import BLANK, SATURATED
+from hsafast.stain.validation import render_ihc_tile
+
+
+@pytest.fixture(scope="module")
+def synthetic_slide(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 3 x 2 tile PNG: four IHC tiles (30 % positive), one blank, one saturated."""
+    tiles = [render_ihc_tile(256, positive_fraction=0.3, seed=s).rgb for s in range(4)]
+    rng = np.random.default_rng(0)
+    blank = rng.integers(246, 256, (256, 256, 3), dtype=np.uint8)
+    black = rng.integers(0, 3, (256, 256, 3), dtype=np.uint8)
+    img = np.concatenate(
+        [
+            np.concatenate([tiles[0], tiles[1], blank], 1),
+            np.concatenate([tiles[2], black, tiles[3]], 1),
+        ]
+    )
+    path = tmp_path_factory.mktemp("slides") / "synthetic_ki67.png"
+    cv2.imwrite(str(path), img[..., ::-1])
+    return path
+
+
+def _coords() -> np.ndarray:
+    return np.array([[x, y] for y in (0, 256) for x in (0, 256, 512)], dtype=np.int64)
+
+
+def test_quantify_flags_and_pools_tiles(synthetic_slide: Path) -> None:
+    with open_slide(synthetic_slide, mpp=0.5) as slide:
+        stats = hsafast.quantify(slide, _coords(), "ki67", size=256)
+    assert len(stats) == 6
+    assert stats.flags[2] & BLANK and stats.flags[4] & SATURATED
+    assert stats.included.sum() == 4
+    assert np.all(stats.cells[stats.included, 0] > 50)
+    cols = stats.columns()
+    assert all(np.isfinite(v).all() for v in cols.values())
+    agg = stats.aggregate()
+    assert agg["tiles"] == 4 and 0.2 < agg["cells_1_fraction"] < 0.4
+    assert 0 < agg["dab_1_per_tissue"] < 1
+    label = hsafast.slide_label(stats, "ki67")
+    assert label.label == "high" and label.binary == "intermediate/high"
+    assert label.score == pytest.approx(0.3, abs=0.05)
+    assert label.n_excluded == 2 and "excluded" in label.flags[0]
+
+
+def test_quantify_with_tile_grid_and_path(synthetic_slide: Path) -> None:
+    from hsafast.cli.quantify import regular_grid
+
+    with open_slide(synthetic_slide, mpp=0.5) as slide:
+        grid = regular_grid(slide, 0.5, 256)
+    assert len(grid) == 6
+    stats = quantify(open_slide(synthetic_slide, mpp=0.5), grid, "pdl1")
+    lab = slide_label(stats)
+    assert lab.marker == "pdl1" and lab.label == "<1%"  # nuclear staining is not membranous
+
+
+def test_he_slide_is_flagged_as_no_dab(cmu_svs: Path) -> None:
+    coords = np.array([[600, 600], [1100, 1400], [1400, 2000]])
+    stats = quantify(cmu_svs, coords, "ki67")
+    lab = slide_label(stats)
+    assert any(f.startswith("no DAB signal") for f in lab.flags)
+
+
+def test_singular_matrix_raises_before_reading(synthetic_slide: Path) -> None:
+    singular = StainMatrix(("hematoxylin", "eosin", "dab"), np.ones((3, 3)))
+    with pytest.raises(StainError):
+        quantify(synthetic_slide, _coords(), "ki67", matrix=singular)
+
+
+def test_blank_slide_label_is_none_not_nan(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    path = tmp_path / "blank.png"
+    cv2.imwrite(str(path), rng.integers(248, 256, (256, 512, 3), dtype=np.uint8))
+    stats = quantify(open_slide(path, mpp=0.5), [[0, 0], [256, 0]], "p53")
+    lab = slide_label(stats)
+    assert lab.label is None and lab.score == 0.0 and "no tissue" in lab.flags
+    json.dumps(lab.to_dict(), allow_nan=False)
+
+
+def test_cli_over_slide_and_manifest(synthetic_slide: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert main(["quantify", str(synthetic_slide), "--marker", "ki67", "--mpp", "0.5",
+                 "--out", str(out)]) == 0  # fmt: skip
+    rows = list(csv.DictReader((out / "synthetic_ki67.stain.csv").open()))
+    assert len(rows) == 6 and {"x", "y", "positive_cell_fraction"} <= set(rows[0])
+    label = json.loads((out / "synthetic_ki67.label.json").read_text())
+    assert label["label"] == "high" and label["tile_grid"]["tiles"] == 6
+    # A rerun skips the finished slide; h5 output through a manifest with its own marker.
+    manifest = tmp_path / "cohort.csv"
+    manifest.write_text(
+        "case_id,patient_id,he_path,ihc_path,marker,label\n"
+        f"c1,p1,{synthetic_slide},{synthetic_slide},pdl1,\n"
+    )
+    out2 = tmp_path / "out2"
+    assert main(["quantify", str(manifest), "--mpp", "0.5", "--format", "h5",
+                 "--out", str(out2)]) == 0  # fmt: skip
+    import h5py
+
+    with h5py.File(out2 / "synthetic_ki67.stain.h5") as h5:
+        assert h5["coords"].shape == (6, 2) and h5.attrs["marker"] == "pdl1"
+
+
+def test_cli_unknown_marker_and_bad_file(synthetic_slide: Path, tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="unknown marker"):
+        main(["quantify", str(synthetic_slide), "--marker", "ttf1", "--out", str(tmp_path)])
+    bad = tmp_path / "m.toml"
+    bad.write_text(
+        "[markers.ttf1]\ncompartment = 1\nclasses = ['a', 'b']\ncutoffs = [0.1]\n"
+        "binary = { a = 'low', b = 'intermediate/high' }\n"
+    )
+    with pytest.raises(SystemExit, match="m.toml.*compartment"):
+        main(["quantify", str(synthetic_slide), "--markers", str(bad), "--out", str(tmp_path)])
