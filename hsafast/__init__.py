@@ -38,6 +38,9 @@ _EXPORTS = {
     "write_feature_file": "hsafast.features",
     "Manifest": "hsafast.manifest",
     "read_manifest": "hsafast.manifest",
+    "gated_attention_pool": "hsafast.pooling",
+    "PoolState": "hsafast.pooling",
+    "GatedAttentionParams": "hsafast.pooling",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
@@ -66,4 +69,5 @@ if TYPE_CHECKING:
     )
     from hsafast.info import build_info, installation_info
     from hsafast.manifest import Manifest, read_manifest
+    from hsafast.pooling import GatedAttentionParams, PoolState, gated_attention_pool
     from hsafast.slides import Slide, open_slide
