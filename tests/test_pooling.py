@@ -31,7 +31,9 @@ SHAPES = [
 def test_cpu_matches_torch_reference_fp32(n: int, dim: int, hidden: int, chunk: int | None) -> None:
     params = random_params(dim, hidden, seed=n, scale=4.0)
     h = random_bag(n, dim, seed=n + 1)
-    pooled, weights = gated_attention_pool(h, params, return_weights=True, engine="cpu", chunk=chunk)
+    pooled, weights = gated_attention_pool(
+        h, params, return_weights=True, engine="cpu", chunk=chunk
+    )
     ref_pooled, ref_weights = gated_attention_pool_torch(torch.from_numpy(h), params, True)
     assert pooled.dtype == np.float32 and pooled.shape == (dim,)
     assert weights.shape == (n,)

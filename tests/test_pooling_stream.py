@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -24,7 +26,7 @@ def bag():
 def random_cuts(rng: np.random.Generator, n: int, pieces: int) -> list[tuple[int, int]]:
     cuts = np.sort(rng.choice(np.arange(1, n), size=pieces - 1, replace=False))
     bounds = [0, *cuts.tolist(), n]
-    return list(zip(bounds[:-1], bounds[1:], strict=True))
+    return list(itertools.pairwise(bounds))
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -121,7 +123,7 @@ def test_empty_and_bad_updates(bag) -> None:
 
 
 def test_state_fields_are_the_online_softmax(bag) -> None:
-    params, h, pooled, weights = bag
+    params, h, pooled, _ = bag
     state = PoolState(params, keep_logits=True).update(h)
     logits = state.logits().astype(np.float64)
     assert state.m == pytest.approx(logits.max(), rel=1e-7)

@@ -6,6 +6,7 @@ and bound the extra memory to chunk x 2H floats.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -30,11 +31,11 @@ def rows_float32(h: Any, start: int, stop: int) -> np.ndarray:
             part = part.float()
         if part.stride(-1) != 1:
             part = part.contiguous()
-        return part.numpy()  # type: ignore[no-any-return]
+        return part.numpy()
     part = h[start:stop]
     if part.dtype != np.float32 or (part.shape[1] > 1 and part.strides[1] != 4):
         part = np.ascontiguousarray(part, dtype=np.float32)
-    return part  # type: ignore[no-any-return]
+    return part
 
 
 def _torch_float32() -> Any:
@@ -60,22 +61,49 @@ def absorb_cpu(
 ) -> None:
     """Absorbs all rows of h (N x D) into the float64 state [m, s, acc(D)], chunk by chunk.
 
-    On NaN/Inf, PoolingError names the first bad row (numbered from row_offset); the state
-    then holds a partial sum and should be discarded.
+    The projection runs on NumPy's BLAS, or on PyTorch's when h is a torch tensor. On NaN/Inf,
+    PoolingError names the first bad row (numbered from row_offset); the state then holds a
+    partial sum and should be discarded.
     """
     from hsafast import _core
 
     n = int(h.shape[0])
-    stacked_t = params.stacked().T  # D x 2H view; BLAS reads it transposed, no copy
-    z_buf = np.empty((min(chunk, n), 2 * params.hidden), dtype=np.float32)
+    stacked = params.stacked()
+    rows_needed = min(chunk, n)
+    z_buf = np.empty((rows_needed, 2 * params.hidden), dtype=np.float32)
+    project = _numpy_projection(stacked, z_buf)
+    if is_torch_tensor(h):
+        project = _torch_projection(stacked, z_buf)
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
         rows = rows_float32(h, start, stop)
-        z = z_buf[: stop - start]
-        np.matmul(rows, stacked_t, out=z)
+        z = project(rows)
         out = None if logits is None else logits[start:stop]
-        ok = _core.pool_chunk(
-            z, rows, params.bV, params.bU, params.w, params.b_w, state, out
-        )
+        ok = _core.pool_chunk(z, rows, params.bV, params.bU, params.w, params.b_w, state, out)
         if not ok:
             raise PoolingError(nonfinite_reason(rows, row_offset + start))
+
+
+def _numpy_projection(stacked: np.ndarray, z_buf: np.ndarray) -> Callable[[np.ndarray], Any]:
+    stacked_t = stacked.T  # D x 2H view: BLAS reads it transposed, no copy
+
+    def project(rows: np.ndarray) -> np.ndarray:
+        z = z_buf[: len(rows)]
+        np.matmul(rows, stacked_t, out=z)
+        return z
+
+    return project
+
+
+def _torch_projection(stacked: np.ndarray, z_buf: np.ndarray) -> Callable[[np.ndarray], Any]:
+    import torch
+
+    weights_t = torch.from_numpy(stacked).T
+    z_t = torch.from_numpy(z_buf)
+
+    def project(rows: np.ndarray) -> np.ndarray:
+        z = z_t[: len(rows)]
+        torch.mm(torch.from_numpy(rows), weights_t, out=z)
+        return z_buf[: len(rows)]
+
+    return project

@@ -30,7 +30,7 @@ def _device_params(params: GatedAttentionParams, device: Any, dtype: Any) -> dic
             "bU": torch.from_numpy(params.bU).to(device),
             "w": torch.from_numpy(params.w).to(device),
         }
-    return params._cache[key]  # type: ignore[no-any-return]
+    return params._cache[key]
 
 
 def pool_state_cuda(

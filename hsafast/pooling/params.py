@@ -85,7 +85,7 @@ class GatedAttentionParams:
         """[V; U] as one contiguous 2H x D float32 matrix, so one GEMM gives both branches."""
         if "stacked" not in self._cache:
             self._cache["stacked"] = np.ascontiguousarray(np.concatenate([self.V, self.U]))
-        return self._cache["stacked"]  # type: ignore[no-any-return]
+        return self._cache["stacked"]
 
     def fingerprint(self) -> str:
         """SHA-256 of the weights: pool states only merge when computed with the same head."""
@@ -95,7 +95,7 @@ class GatedAttentionParams:
                 digest.update(getattr(self, name).tobytes())
             digest.update(np.float32(self.b_w).tobytes())
             self._cache["fingerprint"] = digest.hexdigest()
-        return self._cache["fingerprint"]  # type: ignore[no-any-return]
+        return self._cache["fingerprint"]
 
     @classmethod
     def random(cls, dim: int, hidden: int, seed: int = 0) -> GatedAttentionParams:

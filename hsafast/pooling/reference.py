@@ -30,7 +30,7 @@ def torch_params(
             name: torch.from_numpy(np.array(arr)).to(device=device, dtype=dtype)
             for name, arr in params.to_dict().items()
         }
-    return cache[key]  # type: ignore[no-any-return]
+    return cache[key]
 
 
 def attention_logits_torch(h: torch.Tensor, params: GatedAttentionParams) -> torch.Tensor:

@@ -126,9 +126,9 @@ class PoolState:
             part = st.cpu().numpy()
             check_state(part)
             return part, None if lg is None else lg.cpu().numpy()
-        from hsafast.pooling.reference import attention_logits_torch
-
         import torch
+
+        from hsafast.pooling.reference import attention_logits_torch
 
         a = attention_logits_torch(h.float() if h.dtype != torch.float64 else h, self.params)
         a64 = a.double()
@@ -257,7 +257,7 @@ class PoolState:
         try:
             with safe_open(str(src), framework="numpy") as f:
                 meta = f.metadata() or {}
-                arrays = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+                arrays = {k: f.get_tensor(k) for k in f.keys()}
         except (SafetensorError, OSError, ValueError) as exc:
             raise PoolingError(f"not a readable safetensors file: {exc}", src) from exc
         if meta.get("format") != _FORMAT:
