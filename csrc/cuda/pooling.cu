@@ -1,7 +1,7 @@
 // Fused gated-attention pooling on the GPU: bf16/fp16 inputs, fp32 accumulation.
 //
 // 1. gate_logits: each block takes 128 rows of h and 64 hidden units, computes the 128 x 128
-//    tile [V h | U h] on tensor cores (WMMA 16x16x16, register-staged double buffering over D),
+//    tile [V h | U h] on tensor cores (WMMA 16x16x16, double-buffered cp.async over D),
 //    then in its epilogue adds the biases, applies tanh and sigmoid, multiplies them and
 //    projects onto w, leaving one partial logit per (row, 64-unit slab). The slab index varies
 //    fastest across blocks, so the blocks that share rows run together and share h in L2.
@@ -59,17 +59,33 @@ __device__ __forceinline__ uint4 load8(const T* base, int64_t ld, int64_t row, i
   const T* p = base + row * ld + k;
   if (kVec) {
     if (k < cols) out = *reinterpret_cast<const uint4*>(p);
-  } else {
-    T vals[8];
+  } else {  // 16-bit words packed in pairs; a zero word is +0.0 in both bf16 and fp16
+    const auto* q = reinterpret_cast<const uint16_t*>(p);
+    uint32_t words[4];
 #pragma unroll
-    for (int e = 0; e < 8; ++e) vals[e] = (k + e < cols) ? p[e] : T(0.0f);
-    memcpy(&out, vals, sizeof out);
+    for (int e = 0; e < 4; ++e) {
+      const uint32_t lo = (k + 2 * e < cols) ? q[2 * e] : 0u;
+      const uint32_t hi = (k + 2 * e + 1 < cols) ? q[2 * e + 1] : 0u;
+      words[e] = lo | (hi << 16);
+    }
+    out = make_uint4(words[0], words[1], words[2], words[3]);
   }
   return out;
 }
 
+// 16-byte asynchronous copy global -> shared (sm_80+); zero-fills when !valid.
+__device__ __forceinline__ void cp_async16(void* smem_ptr, const void* gmem_ptr, bool valid) {
+  const auto saddr = static_cast<unsigned>(__cvta_generic_to_shared(smem_ptr));
+  const int src_size = valid ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(saddr), "l"(gmem_ptr),
+               "r"(src_size));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::); }
+
+// Two blocks per SM on the fast path; the scalar-load fallback gets the registers it wants.
 template <typename T, bool kVec>
-__global__ void __launch_bounds__(kThreads, 2)
+__global__ void __launch_bounds__(kThreads, kVec ? 2 : 1)
     gate_logits(const T* __restrict__ h, int64_t ldh, int64_t n, int64_t dim,
                 const T* __restrict__ weights, const float* __restrict__ bias_v,
                 const float* __restrict__ bias_u, const float* __restrict__ w, int64_t hidden,
@@ -87,30 +103,46 @@ __global__ void __launch_bounds__(kThreads, 2)
   const int warp_m = warp % 4;  // rows warp_m * 32 .. + 32
   const int warp_n = warp / 4;  // hidden units j0 + warp_n * 32 .. + 32
 
-  // Staging: chunk c of a tile is row c / 4, columns (c % 4) * 8 .. + 8.
-  uint4 stage_a[2], stage_b[2];
-  auto load_tile = [&](int64_t k0) {
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      const int c = tid + i * kThreads;
-      const int r = c / 4;
-      const int64_t k = k0 + (c % 4) * 8;
-      stage_a[i] = load8<T, kVec>(h, ldh, row0 + r, n, k, dim);
-      // Output column r: V row j0 + r for r < 64, else U row j0 + r - 64 (rows H.. of W).
-      const int64_t unit = j0 + (r < kBH ? r : r - kBH);
-      const int64_t wrow = (r < kBH ? 0 : hidden) + unit;
-      stage_b[i] = unit < hidden ? load8<T, kVec>(weights, dim, wrow, 2 * hidden, k, dim)
-                                 : make_uint4(0u, 0u, 0u, 0u);
-    }
-  };
-  auto store_tile = [&](int buf) {
+  // Chunk c (0..511) of a tile is row c / 4, columns (c % 4) * 8 .. + 8. Output column r of
+  // the block is V row j0 + r for r < 64, else U row j0 + r - 64 (row H + j0 + r - 64 of W).
+  // kVec: cp.async straight into shared memory; otherwise staged through registers.
+  uint4 stage_a[kVec ? 1 : 2], stage_b[kVec ? 1 : 2];
+  auto fetch_tile = [&](int64_t k0, int buf) {
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
       const int c = tid + i * kThreads;
       const int r = c / 4;
       const int kc = (c % 4) * 8;
-      *reinterpret_cast<uint4*>(&smem[buf][r * kPitch + kc]) = stage_a[i];
-      *reinterpret_cast<uint4*>(&smem[buf][(kBM + r) * kPitch + kc]) = stage_b[i];
+      const int64_t k = k0 + kc;
+      const int64_t unit = j0 + (r < kBH ? r : r - kBH);
+      const int64_t wrow = (r < kBH ? 0 : hidden) + unit;
+      if constexpr (kVec) {
+        const bool a_ok = row0 + r < n && k < dim;
+        const bool b_ok = unit < hidden && k < dim;
+        cp_async16(&smem[buf][r * kPitch + kc], a_ok ? h + (row0 + r) * ldh + k : h, a_ok);
+        cp_async16(&smem[buf][(kBM + r) * kPitch + kc], b_ok ? weights + wrow * dim + k : weights,
+                   b_ok);
+      } else {
+        stage_a[i] = load8<T, false>(h, ldh, row0 + r, n, k, dim);
+        stage_b[i] = unit < hidden ? load8<T, false>(weights, dim, wrow, 2 * hidden, k, dim)
+                                   : make_uint4(0u, 0u, 0u, 0u);
+      }
+    }
+    if constexpr (kVec) cp_async_commit();
+  };
+  // Completes the fetch of tile `buf`: waits for the copies, or stores the staged registers.
+  auto land_tile = [&](int buf) {
+    if constexpr (kVec) {
+      cp_async_wait_all();
+    } else {
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        const int c = tid + i * kThreads;
+        const int r = c / 4;
+        const int kc = (c % 4) * 8;
+        *reinterpret_cast<uint4*>(&smem[buf][r * kPitch + kc]) = stage_a[i];
+        *reinterpret_cast<uint4*>(&smem[buf][(kBM + r) * kPitch + kc]) = stage_b[i];
+      }
     }
   };
 
@@ -124,12 +156,12 @@ __global__ void __launch_bounds__(kThreads, 2)
     }
 
   const int64_t k_tiles = (dim + kBK - 1) / kBK;
-  load_tile(0);
-  store_tile(0);
+  fetch_tile(0, 0);
+  land_tile(0);
   __syncthreads();
   for (int64_t kt = 0; kt < k_tiles; ++kt) {
     const int buf = static_cast<int>(kt & 1);
-    if (kt + 1 < k_tiles) load_tile((kt + 1) * kBK);
+    if (kt + 1 < k_tiles) fetch_tile((kt + 1) * kBK, buf ^ 1);
     const T* a_s = smem[buf];
     const T* b_s = smem[buf] + kBM * kPitch;
 #pragma unroll
@@ -152,7 +184,7 @@ __global__ void __launch_bounds__(kThreads, 2)
           wmma::mma_sync(acc_u[i][j], fa[i], fu[j], acc_u[i][j]);
         }
     }
-    if (kt + 1 < k_tiles) store_tile(buf ^ 1);
+    if (kt + 1 < k_tiles) land_tile(buf ^ 1);
     __syncthreads();
   }
 
@@ -214,6 +246,20 @@ __device__ __forceinline__ V block_sum(V v, V* scratch) {
   return out;
 }
 
+// kVec consecutive elements at src as floats: one 16-byte load for kVec == 8 (src aligned).
+template <typename T, int kVec>
+__device__ __forceinline__ void load_row(const T* src, float* out) {
+  if constexpr (kVec == 8) {
+    const uint4 raw = *reinterpret_cast<const uint4*>(src);
+    const T* vals = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) out[e] = to_float(vals[e]);
+  } else {
+#pragma unroll
+    for (int e = 0; e < kVec; ++e) out[e] = to_float(src[e]);
+  }
+}
+
 // Per block of kSoftRows rows: logits, local max, sum of exponentials and weighted sum.
 // kVec: 8 columns per thread with 16-byte loads (aligned rows, dim % 8 == 0), else 1.
 template <typename T, int kVec>
@@ -249,17 +295,11 @@ __global__ void __launch_bounds__(kThreads)
     for (int64_t g = tid; g < groups; g += kThreads) {
       float acc[kVec] = {};
       for (int i = 0; i < rows; ++i) {
-        const T* src = h + (row0 + i) * ldh + g * kVec;
-        T vals[kVec];
-        if (kVec == 8) {
-          *reinterpret_cast<uint4*>(vals) = *reinterpret_cast<const uint4*>(src);
-        } else {
-#pragma unroll
-          for (int e2 = 0; e2 < kVec; ++e2) vals[e2] = src[e2];
-        }
+        float vals[kVec];
+        load_row<T, kVec>(h + (row0 + i) * ldh + g * kVec, vals);
         const float pi = p[i];
 #pragma unroll
-        for (int e2 = 0; e2 < kVec; ++e2) acc[e2] = fmaf(pi, to_float(vals[e2]), acc[e2]);
+        for (int e2 = 0; e2 < kVec; ++e2) acc[e2] = fmaf(pi, vals[e2], acc[e2]);
       }
 #pragma unroll
       for (int e2 = 0; e2 < kVec; ++e2) out[2 + g * kVec + e2] = acc[e2];
@@ -274,17 +314,11 @@ __global__ void __launch_bounds__(kThreads)
   float acc[kVec] = {};
   if (split < splits) {
     for (int i = split; i < rows; i += splits) {
-      const T* src = h + (row0 + i) * ldh + static_cast<int64_t>(g) * kVec;
-      T vals[kVec];
-      if (kVec == 8) {
-        *reinterpret_cast<uint4*>(vals) = *reinterpret_cast<const uint4*>(src);
-      } else {
-#pragma unroll
-        for (int e2 = 0; e2 < kVec; ++e2) vals[e2] = src[e2];
-      }
+      float vals[kVec];
+      load_row<T, kVec>(h + (row0 + i) * ldh + static_cast<int64_t>(g) * kVec, vals);
       const float pi = p[i];
 #pragma unroll
-      for (int e2 = 0; e2 < kVec; ++e2) acc[e2] = fmaf(pi, to_float(vals[e2]), acc[e2]);
+      for (int e2 = 0; e2 < kVec; ++e2) acc[e2] = fmaf(pi, vals[e2], acc[e2]);
     }
 #pragma unroll
     for (int e2 = 0; e2 < kVec; ++e2) red[(split * g_count + g) * kVec + e2] = acc[e2];
