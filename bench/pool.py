@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from bench._common import Table, median_seconds
+from bench._common import Table
 
 
 def _args(argv: list[str]) -> argparse.Namespace:
@@ -31,6 +32,11 @@ def _args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--chunk", type=int, default=None, help="rows per CPU chunk")
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--quick", action="store_true", help="a smaller bag and fewer repeats")
+    ap.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="one thread, timed by the thread's CPU clock: stable ratios on a loaded machine",
+    )
     return ap.parse_args(argv)
 
 
@@ -53,6 +59,8 @@ def run_cpu(a: argparse.Namespace) -> Table:
 
     n = a.n or (5000 if a.quick else 20000)
     repeats = a.repeats or (3 if a.quick else 7)
+    if a.cpu_time:
+        a.threads = 1
     h, params = _bag(n, a.dim, a.hidden)
     chunk = a.chunk or default_chunk(a.dim)
     torch.set_num_threads(a.threads)
@@ -74,7 +82,7 @@ def run_cpu(a: argparse.Namespace) -> Table:
             lambda: gated_attention_pool(h, params, True, engine="cpu", chunk=chunk),
         ),
         (
-            "hsafast fused, torch input (torch BLAS)",
+            "hsafast fused, torch input",
             lambda: gated_attention_pool(th, params, engine="cpu", chunk=chunk),
         ),
         ("eager PyTorch (fp32)", lambda: gated_attention_pool_torch(th, params)),
@@ -83,15 +91,17 @@ def run_cpu(a: argparse.Namespace) -> Table:
     ]
     if not a.quick or n <= 20000:
         peers.append(("NumPy reference (fp64)", lambda: gated_attention_pool_numpy(h, params)))
-    table = Table("pool_cpu", ["implementation", "median ms", "x hsafast", "GFLOP/s"])
+    name = "pool_cpu_cputime" if a.cpu_time else "pool_cpu"
+    table = Table(name, ["implementation", "median ms", "x hsafast", "GFLOP/s"])
     flops = 2.0 * n * a.dim * 2 * a.hidden
     with threadpool_limits(limits=a.threads):
-        times = _interleaved(peers, repeats)
+        times = _interleaved(peers, repeats, time.thread_time if a.cpu_time else time.perf_counter)
     base = times[peers[0][0]]
     for name, _ in peers:
         t = times[name]
         table.add(name, t * 1e3, t / base, flops / t / 1e9)
     table.notes.update(
+        clock="thread CPU time" if a.cpu_time else "wall",
         n=n,
         dim=a.dim,
         hidden=a.hidden,
@@ -103,14 +113,20 @@ def run_cpu(a: argparse.Namespace) -> Table:
     return table
 
 
-def _interleaved(peers: list[tuple[str, Callable[[], object]]], repeats: int) -> dict[str, float]:
+def _interleaved(
+    peers: list[tuple[str, Callable[[], object]]],
+    repeats: int,
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict[str, float]:
     """Median seconds per peer, timing the peers in turn so that load drifts hit all alike."""
     samples: dict[str, list[float]] = {name: [] for name, _ in peers}
     for _name, fn in peers:
-        median_seconds(fn, repeats=1, warmup=1)
+        fn()
     for _ in range(repeats):
         for name, fn in peers:
-            samples[name].append(median_seconds(fn, repeats=1, warmup=0))
+            t0 = clock()
+            fn()
+            samples[name].append(clock() - t0)
     return {name: statistics.median(v) for name, v in samples.items()}
 
 

@@ -48,10 +48,19 @@ inline float fast_exp(float x) {
   return q * scale;
 }
 
+// tanh(zv) * sigmoid(zu) = (E2 - 1) / ((E2 + 1) (1 + E1)), E2 = exp(2 zv), E1 = exp(-zu): one
+// division instead of two. The clamps keep the denominator finite; they change nothing in
+// float32, where tanh(10) and sigmoid(30) already round to 1.
+constexpr float kTanhClamp = 20.0f;    // on 2 zv
+constexpr float kSigmoidClamp = 30.0f;  // on -zu
+
 inline float gate(float zv, float zu) {
-  const float th = 1.0f - 2.0f / (1.0f + fast_exp(2.0f * zv));
-  const float sg = 1.0f / (1.0f + fast_exp(-zu));
-  return th * sg;
+  float x2 = 2.0f * zv;
+  x2 = x2 < -kTanhClamp ? -kTanhClamp : (x2 > kTanhClamp ? kTanhClamp : x2);
+  float nu = -zu;
+  nu = nu < -kSigmoidClamp ? -kSigmoidClamp : (nu > kSigmoidClamp ? kSigmoidClamp : nu);
+  const float e2 = fast_exp(x2);
+  return (e2 - 1.0f) / ((e2 + 1.0f) * (1.0f + fast_exp(nu)));
 }
 
 #if defined(__GNUC__) || defined(__clang__)
@@ -85,10 +94,14 @@ inline vf vexp(vf x) {
   return q * (vf)eb;
 }
 
+inline vf vclamp(vf x, float limit) {
+  x = x < -limit ? vf{} - limit : x;
+  return x > limit ? vf{} + limit : x;
+}
+
 inline vf vgate(vf zv, vf zu) {
-  const vf th = 1.0f - 2.0f / (1.0f + vexp(2.0f * zv));
-  const vf sg = 1.0f / (1.0f + vexp(-zu));
-  return th * sg;
+  const vf e2 = vexp(vclamp(2.0f * zv, kTanhClamp));
+  return (e2 - 1.0f) / ((e2 + 1.0f) * (1.0f + vexp(vclamp(-zu, kSigmoidClamp))));
 }
 #endif
 
@@ -135,7 +148,22 @@ bool pool_rows(const PoolChunk& c, const GateParams& p, int64_t r0, int64_t r1, 
       for (int64_t d = 0; d < D; ++d) acc[d] *= scale;
       m = block_max;
     }
-    for (int64_t i = b0; i < b1; ++i) {
+    int64_t i = b0;
+    for (; i + 4 <= b1; i += 4) {  // four rows per pass over acc: a quarter of its traffic
+      const double e0 = std::exp(static_cast<double>(logits[i]) - m);
+      const double e1 = std::exp(static_cast<double>(logits[i + 1]) - m);
+      const double e2 = std::exp(static_cast<double>(logits[i + 2]) - m);
+      const double e3 = std::exp(static_cast<double>(logits[i + 3]) - m);
+      s += (e0 + e1) + (e2 + e3);
+      const float* h0 = c.h + i * c.ldh;
+      const float* h1 = h0 + c.ldh;
+      const float* h2 = h1 + c.ldh;
+      const float* h3 = h2 + c.ldh;
+      for (int64_t d = 0; d < D; ++d)
+        acc[d] += (e0 * static_cast<double>(h0[d]) + e1 * static_cast<double>(h1[d])) +
+                  (e2 * static_cast<double>(h2[d]) + e3 * static_cast<double>(h3[d]));
+    }
+    for (; i < b1; ++i) {
       const double e = std::exp(static_cast<double>(logits[i]) - m);
       s += e;
       const float* hr = c.h + i * c.ldh;
