@@ -65,9 +65,9 @@ def absorb_cpu(
 
     The projection always runs on NumPy's BLAS, torch input included: the two BLAS libraries
     are equally fast here, but PyTorch's OpenMP workers spin between calls and then compete
-    with the native kernel's threads (1.6x slower end to end on 2 busy cores). On NaN/Inf,
-    PoolingError names the first bad row (numbered from row_offset); the state then holds a
-    partial sum and should be discarded.
+    with the native kernel's threads (1.6x slower end to end in one run on 2 busy cores).
+    On NaN/Inf, PoolingError names the first bad row (numbered from row_offset); the state then
+    holds a partial sum and should be discarded.
     """
     from hsafast import _core
 
