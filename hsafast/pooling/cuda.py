@@ -61,25 +61,34 @@ def pool_state_cuda(
         state = torch.empty(dim + 2, dtype=torch.float64, device=h.device)
         logits = torch.empty(n, dtype=torch.float32, device=h.device) if want_logits else None
         stream = torch.cuda.current_stream(h.device).cuda_stream
-        _core.pool_cuda(
-            h.data_ptr(),
-            h.stride(0) if n > 1 else dim,
-            code,
-            n,
-            dim,
-            p["weights"].data_ptr(),
-            p["bV"].data_ptr(),
-            p["bU"].data_ptr(),
-            p["w"].data_ptr(),
-            params.b_w,
-            params.hidden,
-            workspace.data_ptr(),
-            nbytes,
-            0 if logits is None else logits.data_ptr(),
-            state.data_ptr(),
-            stream,
-        )
+        try:
+            _launch(
+                h.data_ptr(),
+                h.stride(0) if n > 1 else dim,
+                code,
+                n,
+                dim,
+                p["weights"].data_ptr(),
+                p["bV"].data_ptr(),
+                p["bU"].data_ptr(),
+                p["w"].data_ptr(),
+                params.b_w,
+                params.hidden,
+                workspace.data_ptr(),
+                nbytes,
+                0 if logits is None else logits.data_ptr(),
+                state.data_ptr(),
+                stream,
+            )
+        except RuntimeError as exc:
+            raise PoolingError(f"CUDA pooling kernel failed: {exc}") from exc
     return state, logits
+
+
+def _launch(*args: Any) -> None:
+    from hsafast import _core
+
+    _core.pool_cuda(*args)  # raw pointers: h, weights, biases, workspace, logits, state
 
 
 def check_state(state: np.ndarray) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from hsafast.errors import PoolingError
-from hsafast.pooling.engines import is_torch_tensor, resolve_engine
+from hsafast.pooling.engines import as_torch_if_device_array, is_torch_tensor, resolve_engine
 from hsafast.pooling.params import GatedAttentionParams
 from hsafast.pooling.state import PoolState, check_rows
 
@@ -22,12 +22,14 @@ def gated_attention_pool(
     """Gated-attention (ABMIL) pooling of N tile embeddings into one slide embedding.
 
     a = w . (tanh(V h_i + bV) * sigmoid(U h_i + bU)) + b_w, weights = softmax(a) over the N
-    rows, result = sum_i weights_i h_i. `h` is an N x D NumPy array or torch tensor; the result
-    (float32, D) is of the same kind, on the same device; with `return_weights` a pair
-    (pooled, weights (N)). `engine` is "auto" (CUDA kernel for CUDA tensors when built, else
-    the native CPU kernel), "cpu", "cuda" or "torch" (the eager reference); `chunk` is the
-    rows per CPU chunk. Raises PoolingError on empty, mis-shaped or non-finite input.
+    rows, result = sum_i weights_i h_i. `h` is an N x D NumPy array or torch tensor (CuPy
+    arrays are taken as torch tensors, zero copy); the result (float32, D) is of the same kind,
+    on the same device; with `return_weights` a pair (pooled, weights (N)). `engine` is "auto"
+    (the CUDA kernel for CUDA tensors when built, else the native CPU kernel), "cpu", "cuda" or
+    "torch" (the eager reference); `chunk` is the rows per CPU chunk. Raises PoolingError on
+    empty, mis-shaped or non-finite input.
     """
+    h = as_torch_if_device_array(h)
     if not isinstance(params, GatedAttentionParams):
         raise PoolingError(f"params must be GatedAttentionParams, got {type(params).__name__}")
     n, _ = check_rows(h, params.dim)

@@ -21,6 +21,15 @@ def is_torch_tensor(x: Any) -> bool:
     return type(x).__module__.startswith("torch") and hasattr(x, "data_ptr")
 
 
+def as_torch_if_device_array(x: Any) -> Any:
+    """CuPy (or any __cuda_array_interface__) arrays as zero-copy torch tensors; else x."""
+    if is_torch_tensor(x) or not hasattr(x, "__cuda_array_interface__"):
+        return x
+    import torch
+
+    return torch.as_tensor(x, device="cuda")
+
+
 def on_cuda(x: Any) -> bool:
     return is_torch_tensor(x) and x.device.type == "cuda"
 

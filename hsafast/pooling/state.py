@@ -18,7 +18,7 @@ import numpy as np
 
 from hsafast.errors import PoolingError
 from hsafast.pooling.cpu import absorb_cpu, default_chunk
-from hsafast.pooling.engines import resolve_engine
+from hsafast.pooling.engines import as_torch_if_device_array, resolve_engine
 from hsafast.pooling.params import GatedAttentionParams
 
 _FORMAT = "hsafast.PoolState"
@@ -98,6 +98,7 @@ class PoolState:
         previous update); only needed for the weights when chunks arrive out of order. An
         update is all or nothing: on NaN/Inf nothing is absorbed and the error names the row.
         """
+        h_chunk = as_torch_if_device_array(h_chunk)
         n, _ = check_rows(h_chunk, self.params.dim, "h_chunk")
         start = self._next_start if start is None else int(start)
         if start < 0:
