@@ -148,7 +148,15 @@ def run_cuda(a: argparse.Namespace) -> Table:
 
     peers: list[tuple[str, Callable[[], object]]] = []
     if cuda_built():
-        peers.append(("hsafast fused kernel", lambda: pool_state_cuda(h, params)))
+        peers.append(
+            ("hsafast fused kernel", lambda: pool_state_cuda(h, params, projection="tensor-cores"))
+        )
+        peers.append(
+            (
+                "cuBLAS GEMM + hsafast epilogue",
+                lambda: pool_state_cuda(h, params, projection="cublas"),
+            )
+        )
         peers.append(
             ("hsafast gated_attention_pool", lambda: gated_attention_pool(h, params, engine="cuda"))
         )

@@ -30,6 +30,15 @@ SHAPES = [
 ]
 
 
+@pytest.fixture(params=["tensor-cores", "cublas"])
+def projection(request, monkeypatch) -> str:
+    """Runs a test with each way of computing h @ [V; U]^T on the GPU."""
+    import hsafast.pooling.cuda as cuda_mod
+
+    monkeypatch.setattr(cuda_mod, "DEFAULT_PROJECTION", request.param)
+    return str(request.param)
+
+
 def _cuda_bag(n: int, dim: int, dtype_name: str = "bfloat16"):
     import torch
 
@@ -53,7 +62,9 @@ def _rounded(params: GatedAttentionParams, dtype_name: str) -> GatedAttentionPar
 
 @pytest.mark.parametrize(("n", "dim", "hidden"), SHAPES)
 @pytest.mark.parametrize("dtype_name", ["bfloat16", "float16"])
-def test_cuda_matches_torch_reference(n: int, dim: int, hidden: int, dtype_name: str) -> None:
+def test_cuda_matches_torch_reference(
+    n: int, dim: int, hidden: int, dtype_name: str, projection: str
+) -> None:
     import torch
 
     h = _cuda_bag(n, dim, dtype_name)
@@ -85,7 +96,7 @@ def test_cuda_agrees_with_cpu_kernel() -> None:
     assert_close(gpu, cpu, 1e-2, "cuda vs cpu kernel")
 
 
-def test_cuda_strided_rows_and_fp32_input() -> None:
+def test_cuda_strided_rows_and_fp32_input(projection: str) -> None:
     import torch
 
     params = random_params(96, 40, seed=2)
@@ -112,7 +123,7 @@ def test_cuda_streaming_equals_one_pass() -> None:
     assert_close(weights, one[1].cpu().numpy(), 1e-5, "streamed weights vs one pass")
 
 
-def test_cuda_rejects_nan_and_inf() -> None:
+def test_cuda_rejects_nan_and_inf(projection: str) -> None:
     params = random_params(64, 32, seed=5)
     for bad in (float("nan"), float("inf")):
         h = _cuda_bag(1000, 64)

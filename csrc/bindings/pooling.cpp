@@ -133,7 +133,7 @@ void init_pooling(py::module_& m) {
       [](uintptr_t h, int64_t ldh, int dtype, int64_t n, int64_t dim, uintptr_t weights,
          uintptr_t bias_v, uintptr_t bias_u, uintptr_t w, float bias_w, int64_t hidden,
          uintptr_t workspace, int64_t workspace_bytes, uintptr_t logits, uintptr_t state,
-         uintptr_t stream) {
+         uintptr_t stream, uintptr_t z, int64_t ldz) {
         hsafast::cuda::PoolArgs a{};
         a.h = reinterpret_cast<const void*>(h);
         a.ldh = ldh;
@@ -150,6 +150,8 @@ void init_pooling(py::module_& m) {
         a.workspace_bytes = workspace_bytes;
         a.logits = reinterpret_cast<float*>(logits);
         a.state = reinterpret_cast<double*>(state);
+        a.z = reinterpret_cast<const void*>(z);
+        a.ldz = ldz;
         std::string err;
         {
           py::gil_scoped_release release;
@@ -160,9 +162,11 @@ void init_pooling(py::module_& m) {
       py::arg("h"), py::arg("ldh"), py::arg("dtype"), py::arg("n"), py::arg("dim"),
       py::arg("weights"), py::arg("bias_v"), py::arg("bias_u"), py::arg("w"), py::arg("bias_w"),
       py::arg("hidden"), py::arg("workspace"), py::arg("workspace_bytes"), py::arg("logits"),
-      py::arg("state"), py::arg("stream"),
+      py::arg("state"), py::arg("stream"), py::arg("z") = 0, py::arg("ldz") = 0,
       "Gated-attention pooling on the GPU from raw device pointers: h (n x dim, row stride "
       "ldh, dtype 0 bf16 / 1 fp16), weights [V; U] (2H x dim, same dtype), fp32 biases and w; "
-      "writes the float64 state [m, s, acc(dim)] and, when logits != 0, the fp32 logits.");
+      "writes the float64 state [m, s, acc(dim)] and, when logits != 0, the fp32 logits. "
+      "With z != 0 (Z = h @ [V; U]^T, n x 2H, row stride ldz, same dtype) the tensor-core "
+      "projection is skipped.");
 #endif
 }

@@ -9,6 +9,8 @@
 //    max m_b, s_b = sum exp(a - m_b) and acc_b = sum exp(a - m_b) h_i (fp32).
 // 3. merge_partials: rescales the per-block states to the global max (Flash-Decoding style)
 //    and writes the float64 state [m, s, acc(D)] that the host divides (or keeps streaming).
+// Alternatively the caller passes Z = h @ [V; U]^T from its own GEMM (cuBLAS through PyTorch)
+// and logits_from_projection replaces step 1: a comparison point for the tensor-core kernel.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -223,6 +225,30 @@ __global__ void __launch_bounds__(kThreads, kVec ? 2 : 1)
   }
 }
 
+// Gate epilogue from a precomputed projection Z (one warp per row): the partial logit of the
+// row's only "slab", w . (tanh(zv + bv) * sigmoid(zu + bu)); b_w is added by softmax_partial.
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    logits_from_projection(const T* __restrict__ z, int64_t ldz, int64_t n,
+                           const float* __restrict__ bias_v, const float* __restrict__ bias_u,
+                           const float* __restrict__ w, int64_t hidden, float* __restrict__ partial) {
+  const int lane = threadIdx.x % 32;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * (kThreads / 32);
+  for (int64_t row = static_cast<int64_t>(blockIdx.x) * (kThreads / 32) + threadIdx.x / 32;
+       row < n; row += warps) {
+    const T* zr = z + row * ldz;
+    float sum = 0.0f;
+    for (int64_t j = lane; j < hidden; j += 32) {
+      const float zv = to_float(zr[j]) + __ldg(bias_v + j);
+      const float zu = to_float(zr[hidden + j]) + __ldg(bias_u + j);
+      sum = fmaf(tanhf(zv) * (1.0f / (1.0f + __expf(-zu))), __ldg(w + j), sum);
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    if (lane == 0) partial[row] = sum;
+  }
+}
+
 __device__ __forceinline__ float block_max(float v, float* scratch) {
 #pragma unroll
   for (int o = 16; o > 0; o /= 2) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
@@ -374,9 +400,9 @@ struct Layout {
   int64_t parts_bytes;
 };
 
-Layout layout(int64_t n, int64_t dim, int64_t hidden) {
+Layout layout(int64_t n, int64_t dim, int64_t hidden, bool projected) {
   Layout l{};
-  l.slabs = static_cast<int>((hidden + kBH - 1) / kBH);
+  l.slabs = projected ? 1 : static_cast<int>((hidden + kBH - 1) / kBH);
   l.soft_blocks = (n + kSoftRows - 1) / kSoftRows;
   l.partial_bytes = align_up(static_cast<int64_t>(l.slabs) * n * 4);
   l.parts_bytes = align_up(l.soft_blocks * (dim + 2) * 4);
@@ -387,7 +413,7 @@ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 
 template <typename T>
 std::string launch(const PoolArgs& a, cudaStream_t stream) {
-  const Layout l = layout(a.n, a.dim, a.hidden);
+  const Layout l = layout(a.n, a.dim, a.hidden, a.z != nullptr);
   auto* partial = static_cast<float*>(a.workspace);
   auto* parts = reinterpret_cast<float*>(static_cast<char*>(a.workspace) + l.partial_bytes);
   const T* h = static_cast<const T*>(a.h);
@@ -397,7 +423,13 @@ std::string launch(const PoolArgs& a, cudaStream_t stream) {
   const int64_t tiles = (a.n + kBM - 1) / kBM;
   const int64_t grid1 = tiles * l.slabs;
   if (grid1 > 0x7fffffffLL) return "too many rows for one launch";
-  if (vec)
+  if (a.z != nullptr) {
+    const int64_t blocks = (a.n + kThreads / 32 - 1) / (kThreads / 32);
+    const auto grid = static_cast<unsigned>(blocks < 65536 ? blocks : 65536);
+    logits_from_projection<T><<<grid, kThreads, 0, stream>>>(static_cast<const T*>(a.z), a.ldz,
+                                                             a.n, a.bias_v, a.bias_u, a.w,
+                                                             a.hidden, partial);
+  } else if (vec)
     gate_logits<T, true><<<static_cast<unsigned>(grid1), kThreads, 0, stream>>>(
         h, a.ldh, a.n, a.dim, wts, a.bias_v, a.bias_u, a.w, a.hidden, l.slabs, partial);
   else
@@ -423,7 +455,7 @@ std::string launch(const PoolArgs& a, cudaStream_t stream) {
 
 int64_t pool_workspace_bytes(int64_t n, int64_t dim, int64_t hidden) {
   if (n <= 0 || dim <= 0 || hidden <= 0) return 0;
-  const Layout l = layout(n, dim, hidden);
+  const Layout l = layout(n, dim, hidden, false);  // the larger of the two layouts
   return l.partial_bytes + l.parts_bytes;
 }
 
@@ -437,6 +469,8 @@ std::string pool_forward(const PoolArgs& a, void* stream) {
   if (a.workspace_bytes < pool_workspace_bytes(a.n, a.dim, a.hidden))
     return "workspace is smaller than pool_workspace_bytes(n, dim, hidden)";
   if (a.dim > 0x7fffffffLL / 8) return "dim is too large";
+  if (a.z != nullptr && a.ldz < 2 * a.hidden && a.n > 1)
+    return "row stride ldz of the projection is smaller than 2 * hidden";
   auto s = static_cast<cudaStream_t>(stream);
   if (a.dtype == 0) return launch<__nv_bfloat16>(a, s);
   if (a.dtype == 1) return launch<__half>(a, s);

@@ -25,6 +25,11 @@ struct PoolArgs {
   int64_t workspace_bytes;
   float* logits;  // (n) or null: the attention logits of every row
   double* state;  // (dim + 2): m, s, acc(dim) of the whole bag, as in the CPU kernel
+  // Optional precomputed projection Z = h @ [V; U]^T ((n, 2 * hidden), same dtype as h, row
+  // stride ldz), e.g. from cuBLAS: when set, the tensor-core projection is skipped and only
+  // the gate epilogue, the softmax partials and the merge run.
+  const void* z = nullptr;
+  int64_t ldz = 0;
 };
 
 // Scratch the kernels need for these sizes (partial logits and per-block softmax states).

@@ -18,6 +18,11 @@ log = logging.getLogger("hsafast.pooling")
 
 _DTYPE_CODES = {"torch.bfloat16": 0, "torch.float16": 1}
 
+#: How the CUDA path computes h @ [V; U]^T: "tensor-cores" (inside the fused kernel, h read
+#: once for it) or "cublas" (PyTorch's GEMM into an N x 2H buffer, then the fused epilogue).
+PROJECTIONS = ("tensor-cores", "cublas")
+DEFAULT_PROJECTION = "tensor-cores"
+
 
 def _device_params(params: GatedAttentionParams, device: Any, dtype: Any) -> dict[str, Any]:
     import torch
@@ -34,12 +39,16 @@ def _device_params(params: GatedAttentionParams, device: Any, dtype: Any) -> dic
 
 
 def pool_state_cuda(
-    h: Any, params: GatedAttentionParams, want_logits: bool = False
+    h: Any,
+    params: GatedAttentionParams,
+    want_logits: bool = False,
+    projection: str | None = None,
 ) -> tuple[Any, Any]:
     """(state, logits) of all rows of the CUDA tensor h, both on the device.
 
     state is float64 [m, s, acc(D)]; logits float32 (N) or None. float32 input is rounded to
     bfloat16 first: the kernel runs its matrix products on tensor cores in 16-bit.
+    `projection` is one of PROJECTIONS (default DEFAULT_PROJECTION).
     """
     import torch
 
@@ -61,6 +70,11 @@ def pool_state_cuda(
         state = torch.empty(dim + 2, dtype=torch.float64, device=h.device)
         logits = torch.empty(n, dtype=torch.float32, device=h.device) if want_logits else None
         stream = torch.cuda.current_stream(h.device).cuda_stream
+        projection = projection or DEFAULT_PROJECTION
+        if projection not in PROJECTIONS:
+            raise PoolingError(f"unknown projection {projection!r}; expected one of {PROJECTIONS}")
+        # the GEMM runs on the same stream, so the buffer outlives its use by the kernels
+        z = h @ p["weights"].T if projection == "cublas" else None
         try:
             _launch(
                 h.data_ptr(),
@@ -79,6 +93,8 @@ def pool_state_cuda(
                 0 if logits is None else logits.data_ptr(),
                 state.data_ptr(),
                 stream,
+                0 if z is None else z.data_ptr(),
+                0 if z is None else z.stride(0),
             )
         except RuntimeError as exc:
             raise PoolingError(f"CUDA pooling kernel failed: {exc}") from exc
