@@ -63,6 +63,17 @@ def test_any_shard_split_merges_to_one_pass(bag, seed: int) -> None:
     assert_close(got_w, weights, 1e-6, "merged weights vs one pass")
 
 
+@pytest.mark.parametrize("engine", ["cpu", "torch"])
+def test_engines_stream_alike(bag, engine: str) -> None:
+    params, h, pooled, weights = bag
+    state = PoolState(params, keep_logits=True, engine=engine)
+    for start, stop in ((2000, N), (0, 1000), (1000, 2000)):
+        state.update(h[start:stop], start=start)
+    got, got_w = state.result(return_weights=True)
+    assert_close(got, pooled, 1e-5, f"streamed with engine={engine}")
+    assert_close(got_w, weights, 1e-5, f"weights with engine={engine}")
+
+
 def test_default_starts_follow_the_stream(bag) -> None:
     params, h, pooled, weights = bag
     state = PoolState(params, keep_logits=True)

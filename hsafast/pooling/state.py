@@ -129,8 +129,11 @@ class PoolState:
             return part, None if lg is None else lg.cpu().numpy()
         import torch
 
+        from hsafast.pooling.engines import is_torch_tensor
         from hsafast.pooling.reference import attention_logits_torch
 
+        if not is_torch_tensor(h):
+            h = torch.from_numpy(np.asarray(h))
         a = attention_logits_torch(h.float() if h.dtype != torch.float64 else h, self.params)
         a64 = a.double()
         m = a64.max()
