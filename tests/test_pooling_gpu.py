@@ -78,14 +78,16 @@ def test_cuda_matches_torch_reference(
     assert_close(weights.cpu().numpy(), ref_w.float().cpu().numpy(), 1e-2, "weights")
     assert abs(float(weights.double().sum()) - 1.0) < 1e-4
     # 2. a sharp head, against fp32 arithmetic on exactly the kernel's 16-bit operands: what
-    #    is left is accumulation order and the fast tanh/exp, so the bound is much tighter
+    #    is left is accumulation order and the fast tanh/exp, so the bound is much tighter;
+    #    the cuBLAS mode also rounds Z to 16 bits (about 0.5% on the largest weight at N=100k)
+    tol = 2e-3 if projection == "tensor-cores" else 1e-2
     sharp = random_params(dim, hidden, seed=hidden + 1, scale=4.0)
     pooled, weights = gated_attention_pool(h, sharp, return_weights=True, engine="cuda")
     exact, exact_w = gated_attention_pool_torch(
         h.float(), _rounded(sharp, dtype_name), return_weights=True
     )
-    assert_close(pooled.cpu().numpy(), exact.cpu().numpy(), 2e-3, "pooled vs fp32 arithmetic")
-    assert_close(weights.cpu().numpy(), exact_w.cpu().numpy(), 2e-3, "weights vs fp32")
+    assert_close(pooled.cpu().numpy(), exact.cpu().numpy(), tol, "pooled vs fp32 arithmetic")
+    assert_close(weights.cpu().numpy(), exact_w.cpu().numpy(), tol, "weights vs fp32")
 
 
 def test_cuda_agrees_with_cpu_kernel() -> None:
