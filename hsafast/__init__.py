@@ -46,6 +46,9 @@ _EXPORTS = {
     "get_marker": "hsafast.stain",
     "load_markers": "hsafast.stain",
     "StainMatrix": "hsafast.stain",
+    "gated_attention_pool": "hsafast.pooling",
+    "PoolState": "hsafast.pooling",
+    "GatedAttentionParams": "hsafast.pooling",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
@@ -74,6 +77,7 @@ if TYPE_CHECKING:
     )
     from hsafast.info import build_info, installation_info
     from hsafast.manifest import Manifest, read_manifest
+    from hsafast.pooling import GatedAttentionParams, PoolState, gated_attention_pool
     from hsafast.slides import Slide, open_slide
     from hsafast.stain import (
         Marker,
