@@ -8,11 +8,9 @@
 
 #include "core/parallel.hpp"
 
-#if defined(__AVX512F__) && defined(__GNUC__) && !defined(__clang__)
-// AVX2 code generation for this file: with AVX-512 every vector compare goes
-// through a mask register and back, which costs more than it saves here.
-#pragma GCC target("no-avx512f")
-#endif
+// CMakeLists.txt compiles this file without AVX-512 (-mno-avx512f): with it,
+// every vector compare goes through a mask register and back, which costs more
+// than it saves here.
 
 namespace hsafast::stain {
 namespace {
