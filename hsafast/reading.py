@@ -1,9 +1,10 @@
 """Reading the tiles of a TileGrid in batches, from parallel readers, in grid order.
 
-``read_tiles`` cuts the grid into batches; a pool of ``workers`` threads reads one
-batch each (``Slide.read_regions``: the tifffile backend decodes JPEG tiles with
-libjpeg-turbo without the GIL) and at most ``workers + prefetch`` batches are in
-flight, so memory stays bounded however large the slide. Batches come out in
+``read_tiles`` cuts the grid into batches and each batch into one chunk per
+worker; a pool of ``workers`` threads reads the chunks straight into the batch
+(``Slide.read_regions``: the tifffile backend decodes JPEG tiles with
+libjpeg-turbo without the GIL). At most ``prefetch + 1`` batches are in flight,
+so memory stays bounded however large the slide. Batches come out in
 grid order. When the grid reads a finer level than its target (``read_size`` >
 ``size``), tiles are decoded at reduced scale in the DCT domain where the
 backend can (2x, 4x, 8x), else read in full and resized with area averaging.
@@ -76,9 +77,10 @@ def read_tiles(
     """Yield the grid's tiles as batches of ``batch_size`` (the last may be shorter).
 
     ``slide`` is an open Slide or a path (opened here and closed at the end).
-    ``workers`` reader threads (default: all cores) each decode whole batches;
-    ``prefetch`` extra batches are read ahead. Stopping early (``break``) cancels
-    the rest cleanly; a reading error is raised as a SlideError naming the file.
+    ``workers`` reader threads (default: all cores) share each batch;
+    ``prefetch`` batches are read ahead of the one being consumed. Stopping early
+    (``break``) cancels the rest cleanly; a reading error is raised as a SlideError
+    naming the file.
     ``scaled_decode=False`` forces full decoding and area resizing even where DCT
     scaling is available.
     """
@@ -124,50 +126,64 @@ def _batches(
 ) -> Iterator[TileBatch]:
     coords = np.ascontiguousarray(grid.coords, dtype=np.int64)
     plan = read_plan(slide, grid, scaled_decode)
-    starts = range(0, len(coords), batch_size)
+    size = grid.size
+    # each batch is cut into one chunk per worker, so that small grids and the
+    # tail of each batch keep every worker busy; chunks write into the batch
+    chunk = max(1, -(-batch_size // workers))
     bar = _ProgressBar(slide.path, len(coords)) if progress else None
 
-    def job(start: int) -> TileBatch:
-        chunk = coords[start : start + batch_size]
+    def job(sub: np.ndarray, out: np.ndarray) -> None:
         if plan.reduce > 1:
-            tiles = slide.read_regions(
-                chunk, grid.level, (grid.size, grid.size), workers=1, reduce=plan.reduce
+            slide.read_regions(
+                sub, grid.level, (size, size), workers=1, reduce=plan.reduce, out=out
             )
+        elif not plan.resize:
+            slide.read_regions(sub, grid.level, (size, size), workers=1, out=out)
         else:
-            tiles = slide.read_regions(
-                chunk, grid.level, (plan.read_size, plan.read_size), workers=1
-            )
-            if plan.resize:
-                tiles = np.stack([shrink(t, (grid.size, grid.size)) for t in tiles])
-        return TileBatch(tiles=tiles, coords=chunk, start=start)
+            full = slide.read_regions(sub, grid.level, (plan.read_size, plan.read_size), workers=1)
+            for i, tile in enumerate(full):
+                out[i] = shrink(tile, (size, size))
 
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hsafast-read")
-    pending: deque[Future[TileBatch]] = deque()
-    it = iter(starts)
+    pending: deque[tuple[int, np.ndarray, list[Future[None]]]] = deque()
+
+    def submit(start: int) -> None:
+        sub = coords[start : start + batch_size]
+        out = np.empty((len(sub), size, size, 3), dtype=np.uint8)
+        futures = [
+            pool.submit(job, sub[a : a + chunk], out[a : a + chunk])
+            for a in range(0, len(sub), chunk)
+        ]
+        pending.append((start, out, futures))
+
+    starts = iter(range(0, len(coords), batch_size))
     try:
-        for start in it:
-            pending.append(pool.submit(job, start))
-            if len(pending) >= workers + prefetch:
+        for start in starts:
+            submit(start)
+            if len(pending) > prefetch:
                 break
         while pending:
-            batch = _result(pending.popleft(), slide.path)
-            nxt = next(it, None)
+            start, out, futures = pending.popleft()
+            for fut in futures:
+                _result(fut, slide.path)
+            nxt = next(starts, None)
             if nxt is not None:
-                pending.append(pool.submit(job, nxt))
+                submit(nxt)
             if bar is not None:
-                bar.advance(len(batch))
-            yield batch
+                bar.advance(len(out))
+            yield TileBatch(tiles=out, coords=coords[start : start + len(out)], start=start)
     finally:
-        for fut in pending:
-            fut.cancel()
+        for _, _, futures in pending:
+            for fut in futures:
+                fut.cancel()
         pool.shutdown(wait=True, cancel_futures=True)
         if bar is not None:
             bar.close()
 
 
-def _result(fut: Future[TileBatch], path: Path) -> TileBatch:
+def _result(fut: Future[None], path: Path) -> None:
     try:
-        return fut.result()
+        fut.result()
     except HsafastError:
         raise
     except Exception as exc:

@@ -102,10 +102,13 @@ class Decoder {
     return nullptr;
   }
 
-  // Decode rows [0, rows) after header(); row_ptr(y) gives each row's
-  // destination. The stream must decode to exactly expect_w x expect_h.
+  // Decode every row after header(); row_ptr(y) gives each row's destination.
+  // The whole tile is always decoded (rows nobody needs go to scratch) so that
+  // damage anywhere in it is an error, as in OpenSlide; libjpeg cannot skip
+  // rows without skipping their entropy data. The stream must decode to exactly
+  // expect_w x expect_h.
   template <typename RowPtr>
-  const char* decode(int32_t expect_w, int32_t expect_h, int32_t rows, RowPtr&& row_ptr) {
+  const char* decode(int32_t expect_w, int32_t expect_h, RowPtr&& row_ptr) {
     if (setjmp(err_.env)) {
       jpeg_abort_decompress(&cinfo_);
       return err_.message;
@@ -119,17 +122,14 @@ class Decoder {
     }
     jpeg_start_decompress(&cinfo_);
     JSAMPROW ptrs[16];
+    const auto rows = static_cast<int32_t>(cinfo_.output_height);
     while (static_cast<int32_t>(cinfo_.output_scanline) < rows) {
       const int32_t y = static_cast<int32_t>(cinfo_.output_scanline);
       const int32_t k = std::min<int32_t>(16, rows - y);
       for (int32_t j = 0; j < k; ++j) ptrs[j] = row_ptr(y + j);
       jpeg_read_scanlines(&cinfo_, ptrs, static_cast<JDIMENSION>(k));
     }
-    if (cinfo_.output_scanline == cinfo_.output_height) {
-      jpeg_finish_decompress(&cinfo_);
-    } else {
-      jpeg_abort_decompress(&cinfo_);
-    }
+    jpeg_finish_decompress(&cinfo_);
     return nullptr;
   }
 
@@ -201,7 +201,7 @@ void decode_jpeg(const uint8_t* data, size_t size, const uint8_t* tables, size_t
   int32_t dw = 0, dh = 0;
   const char* msg = dec.header(data, size, tables, tables_size, rgb, reduce, &dw, &dh);
   if (msg == nullptr) {
-    msg = dec.decode(w, h, h, [&](int32_t y) { return out + static_cast<size_t>(y) * w * 3; });
+    msg = dec.decode(w, h, [&](int32_t y) { return out + static_cast<size_t>(y) * w * 3; });
   }
   if (msg != nullptr) throw TileDecodeError(0, 0, msg);
 }
@@ -286,19 +286,17 @@ void read_jpeg_regions(const JpegTiledLevel& level, const int64_t* xy, int64_t n
         int32_t dw = 0, dh = 0;
         const char* msg = dec.header(data.data(), data.size(), level.tables, level.tables_size,
                                      level.rgb, reduce, &dw, &dh);
-        int32_t rows = 0;
-        for (size_t k = 0; k < count; ++k) rows = std::max(rows, first[k].src_y + first[k].h);
         if (msg == nullptr && count == 1 && first->src_x == 0 && first->w == tw) {
           // The tile's rows land whole in one region: decode straight into it.
           uint8_t* base = out + static_cast<size_t>(first->region) * region_bytes;
           const Use u = *first;
-          msg = dec.decode(static_cast<int32_t>(tw), static_cast<int32_t>(th), rows, [&](int32_t y) {
-            if (y < u.src_y) return scratch.data();
+          msg = dec.decode(static_cast<int32_t>(tw), static_cast<int32_t>(th), [&](int32_t y) {
+            if (y < u.src_y || y >= u.src_y + u.h) return scratch.data();
             return base + (static_cast<size_t>(u.dst_y + y - u.src_y) * out_w + u.dst_x) * 3;
           });
         } else if (msg == nullptr) {
           const size_t stride = static_cast<size_t>(tw) * 3;
-          msg = dec.decode(static_cast<int32_t>(tw), static_cast<int32_t>(th), rows,
+          msg = dec.decode(static_cast<int32_t>(tw), static_cast<int32_t>(th),
                            [&](int32_t y) { return scratch.data() + y * stride; });
           if (msg == nullptr) {
             for (size_t k = 0; k < count; ++k) {

@@ -92,7 +92,6 @@ def _check_path(path: Path) -> None:
 
 #: OpenSlide vendors whose files are plain tiled TIFF pyramids that tifffile reads alike.
 _TIFF_VENDORS = frozenset({"aperio", "generic-tiff"})
-_TIFF_SUFFIXES = frozenset({".tif", ".tiff", ".svs", ".tf8", ".btf"})
 
 
 def _auto_backend(path: Path) -> tuple[str, str]:
@@ -118,15 +117,27 @@ def _auto_backend(path: Path) -> tuple[str, str]:
         return "tifffile", f"{vendor} TIFF: batched tile decoding"
     if vendor is not None:
         return "openslide", f"OpenSlide recognises the format ({vendor})"
-    if suffix in _TIFF_SUFFIXES or _is_tiff(path):
+    magic = _magic(path)
+    if magic in _TIFF_MAGIC:
         return "tifffile", "TIFF that OpenSlide does not recognise"
-    raise SlideError("unsupported format: no backend recognises this file", path)
+    kind = next((name for sig, name in _KNOWN_MAGIC if magic.startswith(sig)), None)
+    detail = f"it is a {kind} file" if kind else f"unrecognised content (starts {magic!r})"
+    raise SlideError(f"unsupported format: no backend reads it ({detail})", path)
 
 
-def _is_tiff(path: Path) -> bool:
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+_KNOWN_MAGIC = (
+    (b"\x89PNG", "PNG image"),
+    (b"\xff\xd8", "JPEG image"),
+    (b"\x89HDF", "HDF5"),
+    (b"PK\x03\x04", "ZIP"),
+    (b"%PDF", "PDF"),
+)
+
+
+def _magic(path: Path) -> bytes:
     with open(path, "rb") as f:
-        magic = f.read(4)
-    return magic in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+        return f.read(4)
 
 
 def open_slide(

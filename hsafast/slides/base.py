@@ -134,6 +134,7 @@ class Slide(ABC):
         *,
         workers: int | None = None,
         reduce: int = 1,
+        out: np.ndarray | None = None,
     ) -> np.ndarray:
         """Read N same-sized regions into one (N, height, width, 3) uint8 array.
 
@@ -142,6 +143,8 @@ class Slide(ABC):
         shrunk to ``size``: decoded at reduced scale in the DCT domain where the
         backend can (see ``decodes_reduced``), else read in full and resized with
         area averaging. ``workers`` threads read in parallel (default: all cores).
+        ``out`` (C-contiguous, (N, height, width, 3) uint8) receives the pixels
+        instead of a new array.
         """
         locations = np.asarray(locations)
         if locations.size % 2 or (locations.ndim == 2 and locations.shape[1] != 2):
@@ -157,18 +160,33 @@ class Slide(ABC):
                 f"reduce must be a positive integer, got {reduce}", self.path
             )
         level = self._check_level(level)
-        return self._read_regions(locations, level, (w, h), _resolve_workers(workers), int(reduce))
+        shape = (len(locations), h, w, 3)
+        if out is None:
+            out = np.empty(shape, dtype=np.uint8)
+        elif out.shape != shape or out.dtype != np.uint8 or not out.flags.c_contiguous:
+            raise InvalidParameterError(
+                f"out must be a C-contiguous uint8 array of shape {shape}, got "
+                f"{out.dtype} {out.shape}",
+                self.path,
+            )
+        self._read_regions(locations, level, (w, h), _resolve_workers(workers), int(reduce), out)
+        return out
 
     def decodes_reduced(self, level: int, reduce: int) -> bool:
         """Whether ``read_regions(..., reduce=reduce)`` decodes at reduced scale natively."""
         return False
 
     def _read_regions(
-        self, locations: np.ndarray, level: int, size: tuple[int, int], workers: int, reduce: int
-    ) -> np.ndarray:
-        """Backend hook for batched reads; the default reads region by region."""
+        self,
+        locations: np.ndarray,
+        level: int,
+        size: tuple[int, int],
+        workers: int,
+        reduce: int,
+        out: np.ndarray,
+    ) -> None:
+        """Backend hook for batched reads into ``out``; the default reads region by region."""
         w, h = size
-        out = np.empty((len(locations), h, w, 3), dtype=np.uint8)
 
         def one(i: int) -> None:
             x, y = (int(v) for v in locations[i])
@@ -184,7 +202,6 @@ class Slide(ABC):
             with ThreadPoolExecutor(min(workers, len(locations))) as pool:
                 for _ in pool.map(one, range(len(locations))):
                     pass
-        return out
 
     def _level_coords(self, locations: np.ndarray, level: int) -> np.ndarray:
         """Level-0 corners as pixel corners of ``level`` (rounded to the nearest pixel)."""

@@ -103,17 +103,24 @@ class CuCIMSlide(Slide):
         return np.ascontiguousarray(np.asarray(self._img.associated_image(name))[..., :3])
 
     def _read(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
-        return self._read_regions(np.asarray([location], dtype=np.int64), level, size, 1, 1)[0]
+        out = np.empty((1, size[1], size[0], 3), dtype=np.uint8)
+        self._read_regions(np.asarray([location], dtype=np.int64), level, size, 1, 1, out)
+        return out[0]
 
     def _read_regions(
-        self, locations: np.ndarray, level: int, size: tuple[int, int], workers: int, reduce: int
-    ) -> np.ndarray:
+        self,
+        locations: np.ndarray,
+        level: int,
+        size: tuple[int, int],
+        workers: int,
+        reduce: int,
+        out: np.ndarray,
+    ) -> None:
         w, h = size
         rw, rh = w * reduce, h * reduce
         n = len(locations)
-        out = np.empty((n, h, w, 3), dtype=np.uint8)
         if n == 0:
-            return out
+            return
         # cuCIM maps level-0 corners to the level itself; pass corners that land on
         # the same level pixels as the other backends.
         ds = self._downsamples[level]
@@ -147,7 +154,6 @@ class CuCIMSlide(Slide):
             raise SlideError(f"cuCIM cannot read level {level}: {exc}", self.path) from exc
         if start != n:
             raise SlideError(f"cuCIM returned {start} of {n} regions", self.path)
-        return out
 
     def close(self) -> None:
         img = getattr(self, "_img", None)

@@ -81,6 +81,7 @@ class TiffSlide(Slide):
         tif = self._tif
         if not tif.pages or len(tif.series) == 0:
             raise SlideError("the TIFF holds no image", self.path)
+        self._check_complete()
         self._associated: dict[str, Any] = {}
         pages: list[Any]
         if tif.is_svs:
@@ -98,6 +99,29 @@ class TiffSlide(Slide):
         self._dims = tuple((lv.width, lv.height) for lv in self._levels)
         self._downsamples = tuple(((w0 / lv.width) + (h0 / lv.height)) / 2.0 for lv in self._levels)
         self._aperio = parse_aperio_description(pages[0].description) if tif.is_svs else {}
+
+    def _check_complete(self) -> None:
+        """Reject truncated files: every directory and every tile must lie inside the file."""
+        tif = self._tif
+        size = os.fstat(self._fd).st_size
+        pages: list[Any] = list(tif.pages)  # parses the whole directory chain
+        # the last directory's next-directory pointer must be 0 (end of chain)
+        pos = tif.pages.next_page_offset
+        fmt, nbytes = tif.tiff.offsetformat, tif.tiff.offsetsize
+        raw = os.pread(self._fd, nbytes, pos) if pos is not None else bytes(nbytes)
+        if len(raw) < nbytes or struct.unpack(fmt, raw)[0] != 0:
+            raise SlideError(
+                "truncated or corrupt: the TIFF directory chain points past the end of the file",
+                self.path,
+            )
+        for page in pages:
+            ends = [o + c for o, c in zip(page.dataoffsets, page.databytecounts, strict=False)]
+            if ends and max(ends) > size:
+                raise SlideError(
+                    f"truncated file: image data of directory {page.index} ends at byte "
+                    f"{max(ends)}, after the end of the file ({size} bytes)",
+                    self.path,
+                )
 
     def _pyramid_pages(self) -> list[Any]:
         """Levels of a generic pyramid: the SubIFD pyramid, or every tiled main-chain page."""
@@ -188,21 +212,27 @@ class TiffSlide(Slide):
         return self._levels[self._check_level(level)].can_reduce(reduce)
 
     def _read(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
-        return self._read_regions(np.asarray([location], dtype=np.int64), level, size, 1, 1)[0]
+        xy = self._level_coords(np.asarray([location], dtype=np.int64), level)
+        return self._levels[level].read(xy, size)[0]
 
     def _read_regions(
-        self, locations: np.ndarray, level: int, size: tuple[int, int], workers: int, reduce: int
-    ) -> np.ndarray:
+        self,
+        locations: np.ndarray,
+        level: int,
+        size: tuple[int, int],
+        workers: int,
+        reduce: int,
+        out: np.ndarray,
+    ) -> None:
         tiled = self._levels[level]
         xy = self._level_coords(locations, level)
         if reduce == 1 or tiled.can_reduce(reduce):
-            return tiled.read(xy, size, threads=workers, reduce=reduce)
+            tiled.read(xy, size, threads=workers, reduce=reduce, out=out)
+            return
         w, h = size
         full = tiled.read(xy, (w * reduce, h * reduce), threads=workers)
-        out = np.empty((len(full), h, w, 3), dtype=np.uint8)
         for i, region in enumerate(full):
             out[i] = shrink(region, (w, h))
-        return out
 
     def close(self) -> None:
         tif = getattr(self, "_tif", None)

@@ -111,16 +111,23 @@ class TiledLevel:
         )
 
     def read(
-        self, xy: np.ndarray, size: tuple[int, int], threads: int = 1, reduce: int = 1
+        self,
+        xy: np.ndarray,
+        size: tuple[int, int],
+        threads: int = 1,
+        reduce: int = 1,
+        out: np.ndarray | None = None,
     ) -> np.ndarray:
         """Regions with level-pixel top-left corners ``xy`` (N x 2) as (N, h, w, 3) uint8.
 
         With ``reduce`` > 1 (only where ``can_reduce``) each region covers
-        ``size * reduce`` level pixels and is decoded at 1/reduce scale.
+        ``size * reduce`` level pixels and is decoded at 1/reduce scale. ``out``, if
+        given, must be a C-contiguous (N, h, w, 3) uint8 array.
         """
         xy = np.ascontiguousarray(xy, dtype=np.int64).reshape(-1, 2)
         w, h = size
-        out = np.empty((len(xy), h, w, 3), dtype=np.uint8)
+        if out is None:
+            out = np.empty((len(xy), h, w, 3), dtype=np.uint8)
         if len(xy) == 0:
             return out
         if reduce != 1 and not self.can_reduce(reduce):
