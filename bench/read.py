@@ -11,7 +11,9 @@ Peers, all on the same tiles of the same files, in one process:
     (imagecodecs ``jpeg8_decode``), 1 thread and N threads: the decoder's ceiling.
 Then a target twice as coarse as level 0 (512-px reads shrunk to 256): full
 decoding + area resize against decoding at 1/2 scale in the DCT domain.
-Figures are medians of ``--repeats`` runs after one warm-up run.
+Each case runs once to warm up, then the cases run in turns (round robin) for
+``--repeats`` rounds, so that load from other processes hits all of them alike;
+figures are the medians.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench._common import Table, median_seconds
+from bench._common import Table
 
 VERSIONS = [
     "openslide-python",
@@ -36,6 +38,52 @@ VERSIONS = [
     "cucim-cu13",
     "opencv-python-headless",
 ]
+
+
+class Cases:
+    """Benchmark cases of one input, timed in interleaved rounds."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.cases: list[tuple[str, int, int, Callable[[], object]]] = []
+
+    def add(self, method: str, workers: int, count: int, fn: Callable[[], object]) -> None:
+        self.cases.append((method, workers, count, fn))
+
+    def run(self, table: Table, repeats: int) -> None:
+        times: list[list[float]] = [[] for _ in self.cases]
+        cpu: list[list[float]] = [[] for _ in self.cases]
+        for _, _, _, fn in self.cases:
+            fn()  # warm-up: page cache, thread pools, decoder tables
+        for _ in range(repeats):
+            for k, (_, _, _, fn) in enumerate(self.cases):
+                c0, t0 = _cpu_seconds(), time.perf_counter()
+                fn()
+                times[k].append(time.perf_counter() - t0)
+                cpu[k].append(_cpu_seconds() - c0)
+        base = None
+        for (method, workers, count, _), ts, cs in zip(self.cases, times, cpu, strict=True):
+            seconds, cpu_s = float(np.median(ts)), float(np.median(cs))
+            rate = count / seconds
+            base = base or rate  # the first case is the reference (OpenSlide loop)
+            table.add(
+                self.label, method, workers, count, round(seconds, 3), round(rate, 1),
+                round(rate / base, 2), round(count / max(cpu_s, 1e-9), 1),
+                round(cpu_s / seconds, 2),
+            )  # fmt: skip
+            print(
+                f"  {method:<46} {workers:>2}  {rate:10,.0f} tiles/s  "
+                f"{count / max(cpu_s, 1e-9):10,.0f} tiles/CPU-s",
+                file=sys.stderr,
+            )
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process, all threads (user + system)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def tissue_grid(slide: object, tile: int, limit: int) -> np.ndarray:
@@ -93,8 +141,8 @@ def run_input(
     workers: int,
     repeats: int,
     coarse: bool,
+    min_tiles: int = 0,
 ) -> None:
-    import cv2
     import imagecodecs
     import openslide
 
@@ -104,19 +152,14 @@ def run_input(
     slide = hsafast.open_slide(path)
     rgb_jpeg = slide._pages[0].photometric == 2  # type: ignore[attr-defined]
     coords = tissue_grid(slide, tile, limit)
+    if len(coords) < min_tiles:  # small slide: read its tiles several times per run
+        coords = np.tile(coords, (-(-min_tiles // max(1, len(coords))), 1))
     n = len(coords)
     grid = make_grid(path, coords, tile, tile, slide.mpp)
     osr = openslide.OpenSlide(str(path))
     print(f"{name}: {n} tissue tiles of {tile} px, {workers} workers", file=sys.stderr)
-
-    def timed(method: str, nthreads: int, fn: Callable[[], object], count: int = n) -> float:
-        seconds = median_seconds(fn, repeats=repeats, warmup=1)
-        rate = count / seconds
-        table.add(name, method, nthreads, count, round(seconds, 3), round(rate, 1), None)
-        print(f"  {method:<44} {nthreads}  {rate:10,.0f} tiles/s", file=sys.stderr)
-        return rate
-
     locs = [(int(x), int(y)) for x, y in coords]
+    cases = Cases(name)
 
     def openslide_loop() -> None:
         for loc in locs:
@@ -127,9 +170,9 @@ def run_input(
             for _ in pool.map(lambda loc: np.asarray(osr.read_region(loc, 0, (tile, tile))), locs):
                 pass
 
-    base = timed("OpenSlide read_region loop", 1, openslide_loop)
+    cases.add("OpenSlide read_region loop", 1, n, openslide_loop)
     if workers > 1:
-        timed("OpenSlide read_region threads", workers, openslide_threads)
+        cases.add("OpenSlide read_region threads", workers, n, openslide_threads)
 
     if _cucim_available():
         from cucim import CuImage
@@ -141,16 +184,17 @@ def run_input(
                 for batch in img.read_region(locs, (tile, tile), 0, num_workers=w, batch_size=64):
                     np.asarray(batch)
 
-            timed("cuCIM read_region batched (CPU)", w, cucim_batched)
+            cases.add("cuCIM read_region batched (CPU)", w, n, cucim_batched)
 
     raws = tile_bytes(slide, coords, tile)
     colorspace = "RGB" if rgb_jpeg else None
+
+    def dec(data: bytes) -> np.ndarray:
+        return imagecodecs.jpeg8_decode(data, colorspace=colorspace)
+
     for w in sorted({1, workers}):
 
         def raw(w: int = w) -> None:
-            def dec(data: bytes) -> np.ndarray:
-                return imagecodecs.jpeg8_decode(data, colorspace=colorspace)
-
             if w == 1:
                 for data in raws:
                     dec(data)
@@ -159,7 +203,7 @@ def run_input(
                     for _ in pool.map(dec, raws, chunksize=16):
                         pass
 
-        timed("raw decode of the tile bytes (imagecodecs)", w, raw)
+        cases.add("raw decode of the tile bytes (imagecodecs)", w, n, raw)
 
     for w in sorted({1, workers}):
 
@@ -167,16 +211,12 @@ def run_input(
             for _ in read_tiles(slide, grid, batch_size=64, workers=w):
                 pass
 
-        timed("hsafast read_tiles", w, ours)
-
+        cases.add("hsafast read_tiles", w, n, ours)
+    cases.run(table, repeats)
     if coarse:
         run_coarse(table, name, path, slide, osr, workers, repeats, tile, limit)
-    for row in table.rows:
-        if row[0] == name and row[6] is None:
-            row[6] = round(row[5] / base, 2)
     osr.close()
     slide.close()
-    del cv2
 
 
 def run_coarse(
@@ -199,22 +239,16 @@ def run_coarse(
     n = len(coords)
     grid = make_grid(path, coords, 2 * tile, tile, slide.mpp)  # type: ignore[attr-defined]
     label = f"{name} @ 2x coarser"
+    print(f"{label}: {n} tiles of {2 * tile} -> {tile} px", file=sys.stderr)
     locs = [(int(x), int(y)) for x, y in coords]
-
-    def timed(method: str, nthreads: int, fn: Callable[[], object]) -> float:
-        seconds = median_seconds(fn, repeats=repeats, warmup=1)
-        rate = n / seconds
-        table.add(label, method, nthreads, n, round(seconds, 3), round(rate, 1), None)
-        print(f"  {method:<44} {nthreads}  {rate:10,.0f} tiles/s", file=sys.stderr)
-        return rate
+    cases = Cases(label)
 
     def openslide_resize() -> None:
         for loc in locs:
             region = np.asarray(osr.read_region(loc, 0, (2 * tile, 2 * tile)))  # type: ignore[attr-defined]
             cv2.resize(region[..., :3], (tile, tile), interpolation=cv2.INTER_AREA)
 
-    base = timed("OpenSlide read_region + resize loop", 1, openslide_resize)
-    full = scaled = 0.0
+    cases.add("OpenSlide read_region + area resize loop", 1, n, openslide_resize)
     for w in sorted({1, workers}):
 
         def full_decode(w: int = w) -> None:
@@ -225,22 +259,24 @@ def run_coarse(
             for _ in read_tiles(slide, grid, batch_size=64, workers=w, scaled_decode=True):
                 pass
 
-        full = timed("hsafast read_tiles, full decode + area resize", w, full_decode)
-        scaled = timed("hsafast read_tiles, DCT-domain 1/2 decode", w, dct_decode)
+        cases.add("hsafast read_tiles, full decode + area resize", w, n, full_decode)
+        cases.add("hsafast read_tiles, DCT-domain 1/2 decode", w, n, dct_decode)
+    cases.run(table, repeats)
+    rates = {(r[1], r[2]): r[5] for r in table.rows if r[0] == label}
+    for w in sorted({1, workers}):
+        gain = (
+            rates[("hsafast read_tiles, DCT-domain 1/2 decode", w)]
+            / rates[("hsafast read_tiles, full decode + area resize", w)]
+        )
+        table.notes[f"DCT-scaled gain over full decode + resize, {w} worker(s)"] = round(gain, 2)
     a = next(read_tiles(slide, grid, batch_size=64, workers=1, scaled_decode=True)).tiles
     b = next(read_tiles(slide, grid, batch_size=64, workers=1, scaled_decode=False)).tiles
     diff = np.abs(a.astype(np.int16) - b.astype(np.int16))
-    table.notes[f"{label}: DCT vs full+area pixel difference"] = {
+    table.notes["DCT-scaled vs full decode + area resize, pixel difference"] = {
         "mean": round(float(diff.mean()), 3),
         "p99": float(np.percentile(diff, 99)),
         "max": int(diff.max()),
     }
-    table.notes[f"{label}: DCT-scaled gain over full decode ({workers} workers)"] = round(
-        scaled / full, 2
-    )
-    for row in table.rows:
-        if row[0] == label and row[6] is None:
-            row[6] = round(row[5] / base, 2)
 
 
 def _cucim_available() -> bool:
@@ -268,7 +304,17 @@ def main(argv: list[str]) -> int:
 
     table = Table(
         "read",
-        ["input", "method", "workers", "tiles", "median s", "tiles/s", "x OpenSlide loop"],
+        [
+            "input",
+            "method",
+            "workers",
+            "tiles",
+            "median s",
+            "tiles/s",
+            "x OpenSlide loop",
+            "tiles/CPU-s",
+            "CPUs busy",
+        ],
     )
     table.notes["native decoder"] = native_jpeg_version() or "not built (imagecodecs fallback)"
     table.notes["workers"] = args.workers
@@ -282,6 +328,7 @@ def main(argv: list[str]) -> int:
         args.workers,
         args.repeats,
         coarse=False,
+        min_tiles=min(args.tiles, 600),
     )
     synthetic = synthetic_slide(args.size)
     run_input(
