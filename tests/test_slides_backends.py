@@ -176,44 +176,43 @@ def test_python_decoder_matches_native(
             )
 
 
-def test_dicom_matches_its_frames(dicom_jpeg: Path) -> None:
-    """OpenSlide's DICOM reading against the frames decoded independently."""
+@pytest.mark.parametrize(
+    "name",
+    [
+        "multiframe_camelyon_challenge_image.dcm",
+        "multi_frame_jpeg2000_camelyon_challenge_image.dcm",
+    ],
+)
+def test_dicom_matches_its_frames(data_dir: Path, name: str) -> None:
+    """OpenSlide's DICOM reading (JPEG and JPEG 2000 frames) against frames decoded apart."""
     pydicom = pytest.importorskip("pydicom")
     import imagecodecs
 
-    ds = pydicom.dcmread(dicom_jpeg)
+    path = data_dir / name
+    ds = pydicom.dcmread(path)
     rows, cols = int(ds.Rows), int(ds.Columns)
     width, height = int(ds.TotalPixelMatrixColumns), int(ds.TotalPixelMatrixRows)
     across = -(-width // cols)
     frames = list(pydicom.encaps.generate_frames(ds.PixelData, number_of_frames=ds.NumberOfFrames))
+    decode = imagecodecs.jpeg2k_decode if frames[0][:2] == b"\xff\x4f" else imagecodecs.jpeg8_decode
     full = np.full((-(-height // rows) * rows, across * cols, 3), 255, dtype=np.uint8)
     for k, frame in enumerate(frames):
         r, c = divmod(k, across)
-        full[r * rows : (r + 1) * rows, c * cols : (c + 1) * cols] = imagecodecs.jpeg8_decode(frame)
+        full[r * rows : (r + 1) * rows, c * cols : (c + 1) * cols] = decode(frame)
     full = full[:height, :width]
-    with hsafast.open_slide(dicom_jpeg) as slide:
+    spacing = ds.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].PixelSpacing
+    with hsafast.open_slide(path) as slide:
         assert slide.backend_name == "openslide"
         assert slide.dimensions == (width, height)
-        assert slide.mpp == pytest.approx(
-            float(ds.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].PixelSpacing[1])
-            * 1000,
-            rel=1e-3,
-        )
+        assert slide.mpp == pytest.approx(float(spacing[1]) * 1000, rel=1e-3)
         for x, y, w, h in [(0, 0, 300, 200), (250, 130, 333, 301), (1000, 600, 152, 100)]:
-            assert_pixels_equal(
-                slide.read_region((x, y), 0, (w, h)),
-                full[y : y + h, x : x + w],
-                1,
-                f"DICOM {x},{y}",
-            )
-
-
-def test_dicom_jpeg2000_levels_agree(data_dir: Path) -> None:
-    path = data_dir / "multi_frame_jpeg2000_camelyon_challenge_image.dcm"
-    with hsafast.open_slide(path) as slide:
-        region = slide.read_region((400, 200), 0, (300, 300))
-        assert region.std() > 5  # tissue, not a blank fill
-        assert slide.read_regions([[400, 200]], 0, (300, 300))[0].tobytes() == region.tobytes()
+            got = slide.read_region((x, y), 0, (w, h))
+            expected = np.full((h, w, 3), 255, dtype=np.uint8)
+            inside = full[y : y + h, x : x + w]
+            expected[: inside.shape[0], : inside.shape[1]] = inside
+            assert_pixels_equal(got, expected, 1, f"{name} at {x},{y}")
+        batch = slide.read_regions(np.array([[250, 130], [0, 0]]), 0, (300, 200), workers=2)
+        assert_pixels_equal(batch[1], full[:200, :300], 1, f"{name} batched")
 
 
 def test_auto_backend_choice(cmu_svs: Path, pyramid: Path, dicom_jpeg: Path, ihc_png: Path) -> None:
