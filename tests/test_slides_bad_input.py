@@ -77,6 +77,8 @@ def test_flipped_bits_in_tile_data(cmu_svs: Path, tmp_path: Path) -> None:
     bad.write_bytes(bytes(data))
     ref = hsafast.open_slide(bad, backend="openslide")
     slide = hsafast.open_slide(bad, backend="tifffile")
+    if not slide.native_decoding:  # type: ignore[attr-defined]
+        pytest.skip("imagecodecs ignores libjpeg's corrupt-data warnings; needs the native decoder")
     loc = (3 * 240 + 10, 5 * 240 + 10)
     try:
         expected = ref.read_region(loc, 0, (200, 200))
