@@ -193,3 +193,17 @@ def test_corrupt_tile_raises_slide_error_with_location(cmu_svs: Path, tmp_path: 
     with pytest.raises(SlideError, match=r"corrupt\.svs.*column 4, row 3"):
         for _ in read_tiles(bad, grid, batch_size=16, workers=2):
             pass
+
+
+@pytest.mark.parametrize("backend", ["openslide", "tifffile", "cucim"])
+def test_backends_give_identical_batches(pyramid: Path, backend: str) -> None:
+    from hsafast.slides import BACKENDS
+
+    if backend not in BACKENDS:
+        pytest.skip(f"backend {backend} is not installed")
+    coords = grid_coords(2220, 2964, 300, offset=-20)  # unaligned, crossing every edge
+    grid = make_grid(pyramid, coords, 300, 300)
+    ref = np.concatenate([b.tiles for b in read_tiles(pyramid, grid, 16, workers=1)])
+    slide = hsafast.open_slide(pyramid, backend=backend)
+    got = np.concatenate([b.tiles for b in read_tiles(slide, grid, 16, workers=3)])
+    np.testing.assert_array_equal(got, ref)
