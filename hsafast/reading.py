@@ -23,7 +23,7 @@ import numpy as np
 
 from hsafast.errors import HsafastError, InvalidParameterError, SlideError
 from hsafast.slides import Slide, open_slide
-from hsafast.slides.base import shrink
+from hsafast.slides.base import default_workers, shrink
 from hsafast.tiling import TileGrid
 
 __all__ = ["TileBatch", "read_plan", "read_tiles"]
@@ -88,7 +88,7 @@ def read_tiles(
         raise InvalidParameterError(f"batch_size must be at least 1, got {batch_size}")
     if prefetch < 0:
         raise InvalidParameterError(f"prefetch must be non-negative, got {prefetch}")
-    n_workers = max(1, int(workers)) if workers is not None else (os.cpu_count() or 1)
+    n_workers = max(1, int(workers)) if workers is not None else default_workers()
     owned = not isinstance(slide, Slide)
     opened = open_slide(slide) if not isinstance(slide, Slide) else slide
     try:

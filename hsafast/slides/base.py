@@ -270,10 +270,16 @@ def shrink(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
-def _resolve_workers(workers: int | None) -> int:
-    if workers is None:
+def default_workers() -> int:
+    """CPUs this process may run on (its affinity mask), the default thread count."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # platforms without sched_getaffinity
         return os.cpu_count() or 1
-    return max(1, int(workers))
+
+
+def _resolve_workers(workers: int | None) -> int:
+    return default_workers() if workers is None else max(1, int(workers))
 
 
 def composite_on_white(rgba: np.ndarray) -> np.ndarray:
