@@ -272,3 +272,11 @@ def test_reduced_reading_is_close_to_area_resize(pyramid: Path) -> None:
         # scaled IDCT is a different low-pass than a box filter: close, not identical
         assert diff.mean() < 2.0, f"reduce {reduce}: mean difference {diff.mean():.2f}"
         assert np.percentile(diff, 99) <= 12, f"reduce {reduce}: p99 {np.percentile(diff, 99)}"
+
+
+def test_closed_slide_refuses_reads(cmu_svs: Path) -> None:
+    slide = hsafast.open_slide(cmu_svs, backend="tifffile")
+    slide.close()
+    slide.close()  # closing twice is harmless
+    with pytest.raises(SlideError, match="closed"):
+        slide.read_region((0, 0), 0, (10, 10))

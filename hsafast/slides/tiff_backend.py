@@ -13,13 +13,14 @@ from __future__ import annotations
 import logging
 import os
 import struct
+import weakref
 from typing import Any
 
 import numpy as np
 
 from hsafast.errors import SlideError
 from hsafast.slides.base import Slide, shrink
-from hsafast.slides.tiled_level import TiledLevel, _to_rgb
+from hsafast.slides.tiled_level import TiledLevel, to_rgb
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,8 @@ class TiffSlide(Slide):
         except OSError as exc:
             self._tif.close()
             raise SlideError(f"cannot open: {exc.strerror}", self.path) from exc
+        # the descriptor is closed by close(), or when the slide is garbage-collected
+        self._close_fd = weakref.finalize(self, os.close, self._fd)
         try:
             self._setup()
         except SlideError:
@@ -205,13 +208,19 @@ class TiffSlide(Slide):
             raise SlideError(f"cannot decode the {name} image: {exc}", self.path) from exc
         if pixels.ndim == 2:
             pixels = pixels[..., None]
-        return np.ascontiguousarray(_to_rgb(pixels))
+        return np.ascontiguousarray(to_rgb(pixels))
 
     # ---- pixels -------------------------------------------------------------------
     def decodes_reduced(self, level: int, reduce: int) -> bool:
         return self._levels[self._check_level(level)].can_reduce(reduce)
 
+    def _check_open(self) -> None:
+        # a closed descriptor's number may already belong to another file
+        if not self._close_fd.alive:
+            raise SlideError("the slide is closed", self.path)
+
     def _read(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
+        self._check_open()
         xy = self._level_coords(np.asarray([location], dtype=np.int64), level)
         return self._levels[level].read(xy, size)[0]
 
@@ -224,6 +233,7 @@ class TiffSlide(Slide):
         reduce: int,
         out: np.ndarray,
     ) -> None:
+        self._check_open()
         tiled = self._levels[level]
         xy = self._level_coords(locations, level)
         if reduce == 1 or tiled.can_reduce(reduce):
@@ -238,7 +248,6 @@ class TiffSlide(Slide):
         tif = getattr(self, "_tif", None)
         if tif is not None:
             tif.close()
-        fd = getattr(self, "_fd", -1)
-        if fd >= 0:
-            os.close(fd)
-            self._fd = -1
+        close_fd = getattr(self, "_close_fd", None)
+        if close_fd is not None:
+            close_fd()

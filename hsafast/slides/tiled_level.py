@@ -229,7 +229,7 @@ class TiledLevel:
             raise SlideError(self._tile_reason(col, row, f"{exc}"), self.path) from exc
         if decoded is None:
             raise SlideError(self._tile_reason(col, row, "tile holds no data"), self.path)
-        tile = _to_rgb(np.asarray(decoded).reshape(decoded.shape[-3:]))
+        tile = to_rgb(np.asarray(decoded).reshape(decoded.shape[-3:]))
         if tile.shape[0] < self.tile_height or tile.shape[1] < self.tile_width:
             # short last strip, or an edge tile stored cropped
             padded = np.full((self.tile_height, self.tile_width, 3), 255, dtype=np.uint8)
@@ -244,7 +244,7 @@ class TiledLevel:
         )
 
 
-def _to_rgb(tile: np.ndarray) -> np.ndarray:
+def to_rgb(tile: np.ndarray) -> np.ndarray:
     """Decoded TIFF samples (h, w, s) as uint8 RGB; alpha is composited onto white."""
     from hsafast.slides.base import composite_on_white
 
