@@ -83,7 +83,14 @@ class TiffSlide(Slide):
     def _setup(self) -> None:
         tif = self._tif
         if not tif.pages or len(tif.series) == 0:
-            raise SlideError("the TIFF holds no image", self.path)
+            first = self._first_directory_offset()
+            if first >= os.fstat(self._fd).st_size:
+                raise SlideError(
+                    f"truncated file: the first image directory (byte {first}) lies past "
+                    "the end of the file",
+                    self.path,
+                )
+            raise SlideError("the TIFF holds no readable image", self.path)
         self._check_complete()
         self._associated: dict[str, Any] = {}
         pages: list[Any]
@@ -102,6 +109,12 @@ class TiffSlide(Slide):
         self._dims = tuple((lv.width, lv.height) for lv in self._levels)
         self._downsamples = tuple(((w0 / lv.width) + (h0 / lv.height)) / 2.0 for lv in self._levels)
         self._aperio = parse_aperio_description(pages[0].description) if tif.is_svs else {}
+
+    def _first_directory_offset(self) -> int:
+        tiff = self._tif.tiff
+        start = 8 if tiff.offsetsize == 8 else 4  # BigTIFF header is 16 bytes, classic 8
+        raw = os.pread(self._fd, tiff.offsetsize, start)
+        return int(struct.unpack(tiff.offsetformat, raw)[0]) if len(raw) == tiff.offsetsize else 0
 
     def _check_complete(self) -> None:
         """Reject truncated files: every directory and every tile must lie inside the file."""
