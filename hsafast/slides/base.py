@@ -126,14 +126,89 @@ class Slide(ABC):
             raise InvalidParameterError(f"region size must be positive, got {w}x{h}", self.path)
         return self._read((x, y), self._check_level(level), (w, h))
 
-    def read_regions(self, locations: np.ndarray, level: int, size: Sequence[int]) -> np.ndarray:
-        """Read N same-sized regions into one (N, height, width, 3) array."""
-        locations = np.asarray(locations, dtype=np.int64).reshape(-1, 2)
+    def read_regions(
+        self,
+        locations: np.ndarray,
+        level: int,
+        size: Sequence[int],
+        *,
+        workers: int | None = None,
+        reduce: int = 1,
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Read N same-sized regions into one (N, height, width, 3) uint8 array.
+
+        ``locations`` are level-0 top-left corners (N x 2, x then y). With ``reduce``
+        > 1 each region covers ``size * reduce`` pixels of ``level`` and comes back
+        shrunk to ``size``: decoded at reduced scale in the DCT domain where the
+        backend can (see ``decodes_reduced``), else read in full and resized with
+        area averaging. ``workers`` threads read in parallel (default: all cores).
+        ``out`` (C-contiguous, (N, height, width, 3) uint8) receives the pixels
+        instead of a new array.
+        """
+        locations = np.asarray(locations)
+        if locations.size % 2 or (locations.ndim == 2 and locations.shape[1] != 2):
+            raise InvalidParameterError(
+                f"locations must be N x 2, got shape {locations.shape}", self.path
+            )
+        locations = locations.astype(np.int64, copy=False).reshape(-1, 2)
         w, h = (int(v) for v in size)
-        out = np.empty((len(locations), h, w, 3), dtype=np.uint8)
-        for i, (x, y) in enumerate(locations):
-            out[i] = self.read_region((int(x), int(y)), level, (w, h))
+        if w <= 0 or h <= 0:
+            raise InvalidParameterError(f"region size must be positive, got {w}x{h}", self.path)
+        if not (isinstance(reduce, int | np.integer) and reduce >= 1):
+            raise InvalidParameterError(
+                f"reduce must be a positive integer, got {reduce}", self.path
+            )
+        level = self._check_level(level)
+        shape = (len(locations), h, w, 3)
+        if out is None:
+            out = np.empty(shape, dtype=np.uint8)
+        elif out.shape != shape or out.dtype != np.uint8 or not out.flags.c_contiguous:
+            raise InvalidParameterError(
+                f"out must be a C-contiguous uint8 array of shape {shape}, got "
+                f"{out.dtype} {out.shape}",
+                self.path,
+            )
+        self._read_regions(locations, level, (w, h), _resolve_workers(workers), int(reduce), out)
         return out
+
+    def decodes_reduced(self, level: int, reduce: int) -> bool:
+        """Whether ``read_regions(..., reduce=reduce)`` decodes at reduced scale natively."""
+        return False
+
+    def _read_regions(
+        self,
+        locations: np.ndarray,
+        level: int,
+        size: tuple[int, int],
+        workers: int,
+        reduce: int,
+        out: np.ndarray,
+    ) -> None:
+        """Backend hook for batched reads into ``out``; the default reads region by region."""
+        w, h = size
+
+        def one(i: int) -> None:
+            x, y = (int(v) for v in locations[i])
+            region = self._read((x, y), level, (w * reduce, h * reduce))
+            out[i] = region if reduce == 1 else shrink(region, (w, h))
+
+        if workers <= 1 or len(locations) <= 1:
+            for i in range(len(locations)):
+                one(i)
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(min(workers, len(locations))) as pool:
+                for _ in pool.map(one, range(len(locations))):
+                    pass
+
+    def _level_coords(self, locations: np.ndarray, level: int) -> np.ndarray:
+        """Level-0 corners as pixel corners of ``level`` (rounded to the nearest pixel)."""
+        ds = self.level_downsamples[level]
+        if ds == 1.0:
+            return np.ascontiguousarray(locations, dtype=np.int64)
+        return np.rint(locations / ds).astype(np.int64)
 
     def read_level(self, level: int) -> np.ndarray:
         """Read a whole level (use only for low-resolution levels)."""
@@ -184,6 +259,27 @@ class Slide(ABC):
             f"{type(self).__name__}({str(self.path)!r}, levels={self.level_count}, "
             f"dimensions={self.dimensions})"
         )
+
+
+def shrink(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize (h, w, 3) uint8 to ``size`` = (width, height) with area averaging."""
+    import cv2
+
+    if image.shape[1] == size[0] and image.shape[0] == size[1]:
+        return image
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+def default_workers() -> int:
+    """CPUs this process may run on (its affinity mask), the default thread count."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # platforms without sched_getaffinity
+        return os.cpu_count() or 1
+
+
+def _resolve_workers(workers: int | None) -> int:
+    return default_workers() if workers is None else max(1, int(workers))
 
 
 def composite_on_white(rgba: np.ndarray) -> np.ndarray:

@@ -27,7 +27,13 @@ class OpenSlideSlide(Slide):
         try:
             self._osr = openslide.OpenSlide(str(self.path))
         except openslide.OpenSlideUnsupportedFormatError as exc:
-            raise SlideError("not a slide format OpenSlide supports", self.path) from exc
+            vendor = openslide.OpenSlide.detect_format(str(self.path))
+            reason = (
+                f"OpenSlide recognises a {vendor} file but cannot open it (truncated or corrupt)"
+                if vendor
+                else "not a slide format OpenSlide supports"
+            )
+            raise SlideError(reason, self.path) from exc
         except openslide.OpenSlideError as exc:
             raise SlideError(f"OpenSlide cannot open it: {exc}", self.path) from exc
         self._props = dict(self._osr.properties)
