@@ -47,34 +47,43 @@ inline int64_t skip_equal(const uint8_t* m, int64_t x, int64_t w, uint8_t v) {
   return x;
 }
 
-// Runs of `value` in a 0/1 mask.
+// Runs of `value` in a 0/1 mask: counted per row, then written in place, so
+// that no per-row containers are allocated.
 RunTable find_runs(const uint8_t* mask, int64_t h, int64_t w, uint8_t value) {
   const uint8_t other = value ? 0 : 1;
-  std::vector<std::vector<Run>> rows(static_cast<size_t>(h));
+  RunTable table;
+  table.row_start.assign(static_cast<size_t>(h) + 1, 0);
   parallel_for(h, row_grain(w), [&](int64_t y0, int64_t y1) {
     for (int64_t y = y0; y < y1; ++y) {
       const uint8_t* m = mask + y * w;
-      auto& out = rows[static_cast<size_t>(y)];
+      int64_t count = 0;
+      int64_t x = 0;
+      while (x < w) {
+        x = skip_equal(m, x, w, other);
+        if (x >= w) break;
+        x = skip_equal(m, x, w, value);
+        ++count;
+      }
+      table.row_start[static_cast<size_t>(y) + 1] = count;
+    }
+  });
+  for (int64_t y = 0; y < h; ++y)
+    table.row_start[static_cast<size_t>(y) + 1] += table.row_start[static_cast<size_t>(y)];
+  table.runs.resize(static_cast<size_t>(table.row_start[static_cast<size_t>(h)]));
+  parallel_for(h, row_grain(w), [&](int64_t y0, int64_t y1) {
+    for (int64_t y = y0; y < y1; ++y) {
+      const uint8_t* m = mask + y * w;
+      Run* out = table.runs.data() + table.row_start[static_cast<size_t>(y)];
       int64_t x = 0;
       while (x < w) {
         x = skip_equal(m, x, w, other);
         if (x >= w) break;
         const int64_t start = x;
         x = skip_equal(m, x, w, value);
-        out.push_back({start, x});
+        *out++ = {start, x};
       }
     }
   });
-  RunTable table;
-  table.row_start.resize(static_cast<size_t>(h) + 1, 0);
-  size_t total = 0;
-  for (int64_t y = 0; y < h; ++y) {
-    table.row_start[static_cast<size_t>(y)] = static_cast<int64_t>(total);
-    total += rows[static_cast<size_t>(y)].size();
-  }
-  table.row_start[static_cast<size_t>(h)] = static_cast<int64_t>(total);
-  table.runs.reserve(total);
-  for (auto& r : rows) table.runs.insert(table.runs.end(), r.begin(), r.end());
   return table;
 }
 
@@ -340,8 +349,10 @@ int otsu_index(const int64_t* hist, const double* centers, int n_bins) {
 }
 
 void threshold(const uint8_t* x, int64_t n, int t, uint8_t* out) {
-  parallel_for(n, kPixelGrain, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) out[i] = static_cast<uint8_t>(static_cast<int>(x[i]) > t);
+  parallel_for(n, kPixelGrain, [=](int64_t b, int64_t e) {
+    const uint8_t* __restrict src = x + b;
+    uint8_t* __restrict dst = out + b;
+    for (int64_t i = 0; i < e - b; ++i) dst[i] = static_cast<uint8_t>(static_cast<int>(src[i]) > t);
   });
 }
 
@@ -387,9 +398,8 @@ inline void to_binary(const uint8_t* __restrict src, const int64_t w, uint8_t* _
 template <bool Dilate>
 void morph_disk(const uint8_t* mask, int64_t h, int64_t w, int r, uint8_t* out) {
   if (r <= 0) {
-    parallel_for(h * w, kPixelGrain, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) out[i] = mask[i] != 0;
-    });
+    parallel_for(h * w, kPixelGrain,
+                 [=](int64_t b, int64_t e) { to_binary(mask + b, e - b, out + b); });
     return;
   }
   std::vector<int64_t> half(static_cast<size_t>(2 * r + 1));
@@ -467,9 +477,8 @@ Components label(const uint8_t* mask, int64_t h, int64_t w, int connectivity, in
 }
 
 void fill_holes(const uint8_t* mask, int64_t h, int64_t w, int64_t max_area, uint8_t* out) {
-  parallel_for(h * w, kPixelGrain, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) out[i] = mask[i] != 0;
-  });
+  parallel_for(h * w, kPixelGrain,
+               [=](int64_t b, int64_t e) { to_binary(mask + b, e - b, out + b); });
   if (max_area == 0) return;
   // Holes are 4-connected background regions (the dual of 8-connected tissue)
   // that never reach the image edge.
