@@ -22,7 +22,7 @@ constexpr double OD_SCALE = 100.0;
 std::array<uint8_t, 3> estimate_background(const uint8_t* rgb, int64_t n_pixels, int64_t stride = 1,
                                            double percentile = 99.0, int floor = 200);
 
-// Sampling stride that keeps about a quarter-million pixels for statistics.
+// Sampling stride that keeps about 65k pixels for the statistics.
 int64_t sample_stride(int64_t n_pixels);
 
 // Quantised optical density of the most absorbing channel, relative to the
