@@ -118,8 +118,11 @@ def test_tile_options_are_exclusive_and_checked(
         main(
             ["tile", str(cmu_svs), "--out", str(tmp_path), "--mpp", "0.5", "--magnification", "20"]
         )
-    assert main(["tile", str(cmu_svs), "--out", str(tmp_path), "--overlap", "300"]) == 1
-    assert "overlap" in capsys.readouterr().err
+    assert main(["tile", str(cmu_svs), "--out", str(tmp_path), "--overlap", "300"]) == 2
+    assert "--overlap" in capsys.readouterr().err
+    assert main(["tissue", str(cmu_svs), "--out", str(tmp_path), "--working-mpp", "0"]) == 2
+    assert "TissueConfig" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
 
 
 def test_folder_with_an_empty_file(tmp_path: Path, cmu_svs: Path) -> None:

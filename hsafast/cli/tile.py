@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hsafast.cli.tissue import add_tissue_options, tissue_config
+from hsafast.cli.tissue import add_tissue_options, tissue_config, usage_error
 
 if TYPE_CHECKING:
     from hsafast.tiling import TileGrid
@@ -59,12 +59,25 @@ def write_coords_h5(path: str | os.PathLike[str], grid: TileGrid, slide_id: str)
 def run(args: argparse.Namespace) -> int:
     from hsafast._fileio import safe_id
     from hsafast.cli.batch import collect_slides, run_batch
-    from hsafast.errors import NoTissueError
+    from hsafast.errors import HsafastError, NoTissueError
     from hsafast.slides import open_slide
     from hsafast.tiling import tile_grid
     from hsafast.tissue import detect_tissue
 
-    config = tissue_config(args)
+    try:
+        config = tissue_config(args)
+    except HsafastError as exc:
+        return usage_error(str(exc))
+    if args.size <= 0:
+        return usage_error(f"--size must be positive, got {args.size}")
+    if not 0 <= args.overlap < args.size:
+        return usage_error(f"--overlap must be in [0, {args.size}), got {args.overlap}")
+    if not 0 <= args.min_tissue <= 1:
+        return usage_error(f"--min-tissue must be in [0, 1], got {args.min_tissue}")
+    for name in ("mpp", "magnification"):
+        value = getattr(args, name)
+        if value is not None and not value > 0:
+            return usage_error(f"--{name} must be positive, got {value}")
     out_dir: Path = args.out
     target_mpp = args.mpp if args.mpp is not None or args.magnification is not None else 0.5
 

@@ -9,6 +9,7 @@ outline). Slides whose three files exist are skipped unless ``--overwrite``.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -58,6 +59,12 @@ def tissue_config(args: argparse.Namespace) -> TissueConfig:
     )
 
 
+def usage_error(message: str) -> int:
+    """Report a bad command-line value before any slide is touched."""
+    print(f"hsafast: error: {message}", file=sys.stderr)
+    return 2
+
+
 def outputs(out_dir: Path, slide: Path) -> dict[str, Path]:
     from hsafast._fileio import safe_id
 
@@ -71,10 +78,14 @@ def outputs(out_dir: Path, slide: Path) -> dict[str, Path]:
 
 def run(args: argparse.Namespace) -> int:
     from hsafast.cli.batch import collect_slides, run_batch
+    from hsafast.errors import HsafastError
     from hsafast.slides import open_slide
     from hsafast.tissue import detect_tissue
 
-    config = tissue_config(args)
+    try:
+        config = tissue_config(args)
+    except HsafastError as exc:
+        return usage_error(str(exc))
     out_dir: Path = args.out
 
     def step(path: Path) -> bool:
