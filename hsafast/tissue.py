@@ -205,12 +205,17 @@ class TissueMask:
         Coordinates are level-0 pixels; each feature is a QuPath annotation
         classified as "Tissue".
         """
+        import uuid
+
+        # QuPath reads "id" as the object's UUID: derive it from the slide name and
+        # polygon index so that a rerun writes the same file.
+        stem = self.slide_path.name if self.slide_path is not None else ""
         features = []
         for i, rings in enumerate(self.contours()):
             features.append(
                 {
                     "type": "Feature",
-                    "id": f"tissue-{i}",
+                    "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"hsafast/tissue/{stem}/{i}")),
                     "geometry": {
                         "type": "Polygon",
                         "coordinates": [

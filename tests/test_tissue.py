@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import uuid
 from pathlib import Path
 
 import cv2
@@ -383,6 +384,7 @@ def test_geojson_polygons_rasterise_back_to_the_mask(tcga_svs: Path) -> None:
     for feature in collection["features"]:
         assert feature["properties"]["classification"]["name"] == "Tissue"
         assert feature["properties"]["objectType"] == "annotation"
+        assert uuid.UUID(feature["id"]).version == 5
         assert feature["geometry"]["type"] == "Polygon"
         rings = [np.array(r, dtype=np.float64) for r in feature["geometry"]["coordinates"]]
         has_hole |= len(rings) > 1
@@ -437,3 +439,18 @@ def test_bad_image_input_names_the_slide(tmp_path: Path) -> None:
         detect_tissue_image(np.zeros((5, 5), dtype=np.uint8), slide_path=tmp_path / "some.svs")
     with pytest.raises(InvalidParameterError, match="some.svs"):
         detect_tissue_image(random_rgb(), 0.001, TissueConfig(), slide_path="some.svs")
+
+
+def test_same_mask_with_any_thread_count(images: dict[str, np.ndarray]) -> None:
+    rgb = images["tcga"]
+    params = _native_params(TissueConfig(), 8.0)
+    before = _core.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2, 3):
+            _core.set_num_threads(threads)
+            results.append(np.asarray(_core.tissue_mask(rgb, **params)[0]))
+    finally:
+        _core.set_num_threads(before)
+    for threads, mask in zip((2, 3), results[1:], strict=True):
+        assert_same(mask, results[0], f"mask with {threads} threads vs 1")
