@@ -2,6 +2,8 @@
 
     python -m bench tissue [--quick] [--repeats N] [--threads N] [--figures]
 
+OpenCV keeps its own default threading for the CLAM-style steps.
+
 Every method gets the same RGB image: the TCGA slide's 2221x1783 level (CLAM's
 own segmentation level for it), and for every real file in tests/data the image
 ``detect_tissue`` reads (8 um/px, at most 2048 px). The CLAM-style pipeline is
@@ -202,7 +204,12 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench tissue", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="three images, three repeats")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per method")
-    parser.add_argument("--threads", type=int, default=0, help="native threads (0: all)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="native threads (default 1: one slide per worker, as cohort runs use it; 0: all)",
+    )
     parser.add_argument("--figures", action="store_true", help="write bench/figures/tissue_*.png")
     args = parser.parse_args(argv)
     repeats = args.repeats or (3 if args.quick else 9)
