@@ -1,0 +1,629 @@
+#include "core/tissue.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+
+#include "core/parallel.hpp"
+
+namespace hsafast {
+namespace tissue {
+
+namespace {
+
+// Rows per parallel chunk so that each chunk holds at least ~64k pixels.
+int64_t row_grain(int64_t w) { return std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(w, 1)); }
+
+constexpr int64_t kPixelGrain = int64_t{1} << 16;
+
+// Pixels sampled for the background and OD histograms: a 99th percentile and a
+// 256-bin histogram are settled by 65k pixels.
+constexpr int64_t kSampleTarget = int64_t{1} << 16;
+
+// A horizontal run [x0, x1) of equal pixels in one row.
+struct Run {
+  int64_t x0;
+  int64_t x1;
+};
+
+// Runs of pixels equal to `value`, row by row, flattened with row offsets.
+struct RunTable {
+  std::vector<Run> runs;
+  std::vector<int64_t> row_start;  // h + 1 entries
+};
+
+// First index >= x where m differs from v (0/1 masks), eight bytes at a time
+// through long runs.
+inline int64_t skip_equal(const uint8_t* m, int64_t x, int64_t w, uint8_t v) {
+  const uint64_t pattern = v ? 0x0101010101010101ULL : 0;
+  while (x + 8 <= w) {
+    uint64_t word;
+    std::memcpy(&word, m + x, 8);
+    if (word != pattern) break;
+    x += 8;
+  }
+  while (x < w && (m[x] != 0) == (v != 0)) ++x;
+  return x;
+}
+
+// Runs of `value` in a 0/1 mask: counted per row, then written in place, so
+// that no per-row containers are allocated.
+RunTable find_runs(const uint8_t* mask, int64_t h, int64_t w, uint8_t value) {
+  const uint8_t other = value ? 0 : 1;
+  RunTable table;
+  table.row_start.assign(static_cast<size_t>(h) + 1, 0);
+  parallel_for(h, row_grain(w), [&](int64_t y0, int64_t y1) {
+    for (int64_t y = y0; y < y1; ++y) {
+      const uint8_t* m = mask + y * w;
+      int64_t count = 0;
+      int64_t x = 0;
+      while (x < w) {
+        x = skip_equal(m, x, w, other);
+        if (x >= w) break;
+        x = skip_equal(m, x, w, value);
+        ++count;
+      }
+      table.row_start[static_cast<size_t>(y) + 1] = count;
+    }
+  });
+  for (int64_t y = 0; y < h; ++y)
+    table.row_start[static_cast<size_t>(y) + 1] += table.row_start[static_cast<size_t>(y)];
+  table.runs.resize(static_cast<size_t>(table.row_start[static_cast<size_t>(h)]));
+  parallel_for(h, row_grain(w), [&](int64_t y0, int64_t y1) {
+    for (int64_t y = y0; y < y1; ++y) {
+      const uint8_t* m = mask + y * w;
+      Run* out = table.runs.data() + table.row_start[static_cast<size_t>(y)];
+      int64_t x = 0;
+      while (x < w) {
+        x = skip_equal(m, x, w, other);
+        if (x >= w) break;
+        const int64_t start = x;
+        x = skip_equal(m, x, w, value);
+        *out++ = {start, x};
+      }
+    }
+  });
+  return table;
+}
+
+int64_t find_root(std::vector<int64_t>& parent, int64_t i) {
+  int64_t root = i;
+  while (parent[static_cast<size_t>(root)] != root) root = parent[static_cast<size_t>(root)];
+  while (parent[static_cast<size_t>(i)] != root) {
+    const int64_t next = parent[static_cast<size_t>(i)];
+    parent[static_cast<size_t>(i)] = root;
+    i = next;
+  }
+  return root;
+}
+
+void unite(std::vector<int64_t>& parent, int64_t a, int64_t b) {
+  a = find_root(parent, a);
+  b = find_root(parent, b);
+  if (a == b) return;
+  // The earlier run (raster order) stays the root, so that a component's root
+  // is its first run and labels come out in raster order.
+  if (a < b)
+    parent[static_cast<size_t>(b)] = a;
+  else
+    parent[static_cast<size_t>(a)] = b;
+}
+
+// Components of a run table: per-run label (1-based) plus per-label stats.
+struct RunLabels {
+  std::vector<int32_t> run_label;
+  Components comps;
+};
+
+RunLabels label_runs(const RunTable& t, int64_t h, int64_t w, int connectivity) {
+  const int64_t n = static_cast<int64_t>(t.runs.size());
+  std::vector<int64_t> parent(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) parent[static_cast<size_t>(i)] = i;
+  // Runs [a0, a1) and [b0, b1) in adjacent rows touch when they overlap
+  // (4-connectivity) or overlap after widening by one pixel (8-connectivity).
+  const int64_t reach = connectivity == 8 ? 1 : 0;
+  for (int64_t y = 1; y < h; ++y) {
+    int64_t i = t.row_start[static_cast<size_t>(y - 1)];
+    const int64_t ie = t.row_start[static_cast<size_t>(y)];
+    int64_t j = ie;
+    const int64_t je = t.row_start[static_cast<size_t>(y + 1)];
+    while (i < ie && j < je) {
+      const Run& p = t.runs[static_cast<size_t>(i)];
+      const Run& c = t.runs[static_cast<size_t>(j)];
+      if (p.x0 < c.x1 + reach && c.x0 < p.x1 + reach) unite(parent, i, j);
+      if (p.x1 < c.x1) {
+        ++i;
+      } else if (c.x1 < p.x1) {
+        ++j;
+      } else {
+        ++i;
+        ++j;
+      }
+    }
+  }
+  RunLabels out;
+  out.run_label.assign(static_cast<size_t>(n), 0);
+  std::vector<int32_t> root_label(static_cast<size_t>(n), 0);
+  int32_t next = 0;
+  for (int64_t y = 0; y < h; ++y) {
+    for (int64_t r = t.row_start[static_cast<size_t>(y)]; r < t.row_start[static_cast<size_t>(y + 1)];
+         ++r) {
+      const int64_t root = find_root(parent, r);
+      int32_t& lab = root_label[static_cast<size_t>(root)];
+      if (lab == 0) {
+        lab = ++next;
+        out.comps.area.push_back(0);
+        out.comps.touches_edge.push_back(0);
+      }
+      out.run_label[static_cast<size_t>(r)] = lab;
+      const Run& run = t.runs[static_cast<size_t>(r)];
+      out.comps.area[static_cast<size_t>(lab - 1)] += run.x1 - run.x0;
+      if (y == 0 || y == h - 1 || run.x0 == 0 || run.x1 == w)
+        out.comps.touches_edge[static_cast<size_t>(lab - 1)] = 1;
+    }
+  }
+  out.comps.count = next;
+  return out;
+}
+
+void check_connectivity(int connectivity) {
+  if (connectivity != 4 && connectivity != 8)
+    throw std::invalid_argument("connectivity must be 4 or 8");
+}
+
+// Largest k with k*k <= r*r - dy*dy: the disk's half-width in row dy.
+int64_t disk_half_width(int r, int dy) {
+  const int64_t rem = int64_t{r} * r - int64_t{dy} * dy;
+  auto k = static_cast<int64_t>(std::sqrt(static_cast<double>(rem)));
+  while (k * k > rem) --k;
+  while ((k + 1) * (k + 1) <= rem) ++k;
+  return k;
+}
+
+}  // namespace
+
+int64_t sample_stride(int64_t n_pixels) {
+  return std::max<int64_t>(1, n_pixels / kSampleTarget);
+}
+
+std::array<uint8_t, 3> estimate_background(const uint8_t* rgb, int64_t n_pixels, int64_t stride,
+                                           double percentile, int floor) {
+  stride = std::max<int64_t>(1, stride);
+  std::array<std::array<int64_t, 256>, 3> hist{};
+  for (auto& c : hist) c.fill(0);
+  int64_t count = 0;
+  for (int64_t i = 0; i < n_pixels; i += stride, ++count) {
+    ++hist[0][rgb[3 * i]];
+    ++hist[1][rgb[3 * i + 1]];
+    ++hist[2][rgb[3 * i + 2]];
+  }
+  std::array<uint8_t, 3> bg{};
+  // Smallest value whose cumulative count reaches the percentile (NumPy's
+  // "inverted_cdf" percentile).
+  const double target = std::max(1.0, std::ceil(percentile / 100.0 * static_cast<double>(count)));
+  for (int c = 0; c < 3; ++c) {
+    int64_t cum = 0;
+    int value = 255;
+    for (int v = 0; v < 256; ++v) {
+      cum += hist[c][v];
+      if (static_cast<double>(cum) >= target) {
+        value = v;
+        break;
+      }
+    }
+    bg[c] = static_cast<uint8_t>(std::max(value, std::min(floor, 255)));
+  }
+  return bg;
+}
+
+namespace {
+
+struct OdLut {
+  uint8_t q[3][256];
+};
+
+OdLut make_lut(const std::array<uint8_t, 3>& background) {
+  OdLut lut{};
+  for (int c = 0; c < 3; ++c) {
+    const double ref = std::log10(static_cast<double>(background[c]) + 1.0);
+    for (int v = 0; v < 256; ++v) {
+      const double od = std::max(0.0, ref - std::log10(static_cast<double>(v) + 1.0));
+      lut.q[c][v] = static_cast<uint8_t>(std::min(255.0, std::nearbyint(OD_SCALE * od)));
+    }
+  }
+  return lut;
+}
+
+inline bool is_artefact(int r, int g, int b, int black_level, int green_margin) {
+  const int hi = std::max(r, std::max(g, b));
+  return hi < black_level || (g > r + green_margin && g > b + green_margin);
+}
+
+}  // namespace
+
+void od_map(const uint8_t* rgb, int64_t n_pixels, const std::array<uint8_t, 3>& background,
+            bool exclude_artefacts, int black_level, int green_margin, uint8_t* out) {
+  const OdLut lut = make_lut(background);
+  parallel_for(n_pixels, kPixelGrain, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      const uint8_t r = rgb[3 * i], g = rgb[3 * i + 1], bl = rgb[3 * i + 2];
+      uint8_t q = std::max(lut.q[0][r], std::max(lut.q[1][g], lut.q[2][bl]));
+      if (exclude_artefacts && is_artefact(r, g, bl, black_level, green_margin)) q = 0;
+      out[i] = q;
+    }
+  });
+}
+
+std::array<int64_t, 256> od_histogram(const uint8_t* rgb, int64_t n_pixels,
+                                      const std::array<uint8_t, 3>& background,
+                                      bool exclude_artefacts, int black_level, int green_margin,
+                                      int64_t stride) {
+  stride = std::max<int64_t>(1, stride);
+  const OdLut lut = make_lut(background);
+  std::array<int64_t, 256> hist{};
+  hist.fill(0);
+  for (int64_t i = 0; i < n_pixels; i += stride) {
+    const uint8_t r = rgb[3 * i], g = rgb[3 * i + 1], bl = rgb[3 * i + 2];
+    uint8_t q = std::max(lut.q[0][r], std::max(lut.q[1][g], lut.q[2][bl]));
+    if (exclude_artefacts && is_artefact(r, g, bl, black_level, green_margin)) q = 0;
+    ++hist[q];
+  }
+  return hist;
+}
+
+void od_threshold(const uint8_t* rgb, int64_t n_pixels, const std::array<uint8_t, 3>& background,
+                  int t, bool exclude_artefacts, int black_level, int green_margin, uint8_t* out) {
+  // The LUT falls as intensity rises, so "OD of channel c > t" is "I_c < cut_c":
+  // three integer compares per pixel instead of three table look-ups.
+  const OdLut lut = make_lut(background);
+  int cut[3];
+  for (int c = 0; c < 3; ++c) {
+    cut[c] = 256;
+    for (int v = 0; v < 256; ++v)
+      if (static_cast<int>(lut.q[c][v]) <= t) {
+        cut[c] = v;
+        break;
+      }
+  }
+  const int c0 = cut[0], c1 = cut[1], c2 = cut[2];
+  const int black = exclude_artefacts ? black_level : 0;
+  const int margin = exclude_artefacts ? green_margin : 1000;
+  parallel_for(n_pixels, kPixelGrain, [=](int64_t b, int64_t e) {
+    const uint8_t* __restrict px = rgb + 3 * b;
+    uint8_t* __restrict o = out + b;
+    const int64_t n = e - b;
+    for (int64_t i = 0; i < n; ++i) {
+      const int r = px[3 * i], g = px[3 * i + 1], bl = px[3 * i + 2];
+      const bool dense = (r < c0) | (g < c1) | (bl < c2);
+      const int hi = std::max(r, std::max(g, bl));
+      const bool artefact = (hi < black) | ((g > r + margin) & (g > bl + margin));
+      o[i] = static_cast<uint8_t>(dense & !artefact);
+    }
+  });
+}
+
+std::array<int64_t, 256> histogram(const uint8_t* x, int64_t n) {
+  const int workers = std::max(1, get_num_threads());
+  std::vector<std::array<int64_t, 256>> partial(static_cast<size_t>(workers));
+  for (auto& p : partial) p.fill(0);
+  const int64_t chunk = (n + workers - 1) / workers;
+  parallel_for(workers, 1, [&](int64_t w0, int64_t w1) {
+    for (int64_t wk = w0; wk < w1; ++wk) {
+      auto& ph = partial[static_cast<size_t>(wk)];
+      const int64_t b = wk * chunk;
+      const int64_t e = std::min(n, b + chunk);
+      for (int64_t i = b; i < e; ++i) ++ph[x[i]];
+    }
+  });
+  std::array<int64_t, 256> hist{};
+  for (const auto& p : partial)
+    for (int v = 0; v < 256; ++v) hist[v] += p[v];
+  return hist;
+}
+
+int otsu_index(const int64_t* hist, const double* centers, int n_bins) {
+  double total = 0, total_sum = 0;
+  int populated = 0;
+  for (int i = 0; i < n_bins; ++i) {
+    total += static_cast<double>(hist[i]);
+    total_sum += static_cast<double>(hist[i]) * centers[i];
+    populated += hist[i] > 0;
+  }
+  if (populated < 2) return -1;
+  double w0 = 0, s0 = 0, best = -1.0;
+  int best_k = -1;
+  for (int k = 0; k < n_bins - 1; ++k) {
+    w0 += static_cast<double>(hist[k]);
+    s0 += static_cast<double>(hist[k]) * centers[k];
+    const double w1 = total - w0;
+    if (w0 <= 0 || w1 <= 0) continue;
+    const double d = s0 / w0 - (total_sum - s0) / w1;
+    const double var = w0 * w1 * d * d;
+    if (var > best) {
+      best = var;
+      best_k = k;
+    }
+  }
+  return best_k;
+}
+
+void threshold(const uint8_t* x, int64_t n, int t, uint8_t* out) {
+  parallel_for(n, kPixelGrain, [=](int64_t b, int64_t e) {
+    const uint8_t* __restrict src = x + b;
+    uint8_t* __restrict dst = out + b;
+    for (int64_t i = 0; i < e - b; ++i) dst[i] = static_cast<uint8_t>(static_cast<int>(src[i]) > t);
+  });
+}
+
+namespace {
+
+// One step of horizontal 3-wide dilation (OR) or erosion (AND); pixels outside
+// the row read 0 for dilation and 1 for erosion.
+template <bool Dilate>
+void hstep(const uint8_t* __restrict cur, const int64_t w, uint8_t* __restrict next) {
+  if (w == 1) {  // both neighbours are outside, and neutral for the operation
+    next[0] = cur[0];
+    return;
+  }
+  if (Dilate) {
+    next[0] = static_cast<uint8_t>(cur[0] | cur[1]);
+    for (int64_t x = 1; x < w - 1; ++x)
+      next[x] = static_cast<uint8_t>(cur[x - 1] | cur[x] | cur[x + 1]);
+    next[w - 1] = static_cast<uint8_t>(cur[w - 2] | cur[w - 1]);
+  } else {
+    next[0] = static_cast<uint8_t>(cur[0] & cur[1]);
+    for (int64_t x = 1; x < w - 1; ++x)
+      next[x] = static_cast<uint8_t>(cur[x - 1] & cur[x] & cur[x + 1]);
+    next[w - 1] = static_cast<uint8_t>(cur[w - 2] & cur[w - 1]);
+  }
+}
+
+inline void or_into(uint8_t* __restrict o, const uint8_t* __restrict p, const int64_t w) {
+  for (int64_t x = 0; x < w; ++x) o[x] |= p[x];
+}
+
+inline void and_into(uint8_t* __restrict o, const uint8_t* __restrict p, const int64_t w) {
+  for (int64_t x = 0; x < w; ++x) o[x] &= p[x];
+}
+
+inline void to_binary(const uint8_t* __restrict src, const int64_t w, uint8_t* __restrict dst) {
+  for (int64_t x = 0; x < w; ++x) dst[x] = src[x] != 0;
+}
+
+// Disk morphology as a union (dilation) or intersection (erosion) over the
+// disk's rows of 1-D operations with the row's half-width: each source row is
+// widened step by step and the widths the disk needs are kept, in blocks of
+// rows so that memory stays bounded for large radii.
+template <bool Dilate>
+void morph_disk(const uint8_t* mask, int64_t h, int64_t w, int r, uint8_t* out) {
+  if (r <= 0) {
+    parallel_for(h * w, kPixelGrain,
+                 [=](int64_t b, int64_t e) { to_binary(mask + b, e - b, out + b); });
+    return;
+  }
+  std::vector<int64_t> half(static_cast<size_t>(2 * r + 1));
+  for (int dy = -r; dy <= r; ++dy) half[static_cast<size_t>(dy + r)] = disk_half_width(r, dy);
+  std::vector<int64_t> widths(half.begin(), half.end());
+  std::sort(widths.begin(), widths.end());
+  widths.erase(std::unique(widths.begin(), widths.end()), widths.end());
+  const auto nk = static_cast<int64_t>(widths.size());
+  std::vector<int64_t> plane(static_cast<size_t>(2 * r + 1));
+  for (size_t i = 0; i < half.size(); ++i)
+    plane[i] = std::lower_bound(widths.begin(), widths.end(), half[i]) - widths.begin();
+  const int64_t block = 64;
+  const int64_t nblocks = (h + block - 1) / block;
+  parallel_for(nblocks, std::max<int64_t>(1, row_grain(w) / block), [&](int64_t b0, int64_t b1) {
+    std::vector<uint8_t> buf;
+    std::vector<uint8_t> cur(static_cast<size_t>(w)), next(static_cast<size_t>(w));
+    for (int64_t blk = b0; blk < b1; ++blk) {
+      const int64_t y0 = blk * block, y1 = std::min(h, y0 + block);
+      const int64_t s0 = std::max<int64_t>(0, y0 - r), s1 = std::min(h, y1 + r);
+      buf.resize(static_cast<size_t>((s1 - s0) * nk * w));
+      for (int64_t yy = s0; yy < s1; ++yy) {
+        to_binary(mask + yy * w, w, cur.data());
+        int64_t k = 0;
+        for (int64_t i = 0; i < nk; ++i) {
+          for (; k < widths[static_cast<size_t>(i)]; ++k) {
+            hstep<Dilate>(cur.data(), w, next.data());
+            cur.swap(next);
+          }
+          std::memcpy(buf.data() + ((yy - s0) * nk + i) * w, cur.data(), static_cast<size_t>(w));
+        }
+      }
+      for (int64_t y = y0; y < y1; ++y) {
+        uint8_t* o = out + y * w;
+        std::memset(o, Dilate ? 0 : 1, static_cast<size_t>(w));
+        for (int dy = -r; dy <= r; ++dy) {
+          const int64_t yy = y + dy;
+          if (yy < 0 || yy >= h) continue;  // neutral: 0 for OR, 1 for AND
+          const uint8_t* p = buf.data() + ((yy - s0) * nk + plane[static_cast<size_t>(dy + r)]) * w;
+          if (Dilate)
+            or_into(o, p, w);
+          else
+            and_into(o, p, w);
+        }
+      }
+    }
+  });
+}
+
+}  // namespace
+
+void dilate_disk(const uint8_t* mask, int64_t h, int64_t w, int r, uint8_t* out) {
+  morph_disk<true>(mask, h, w, r, out);
+}
+
+void erode_disk(const uint8_t* mask, int64_t h, int64_t w, int r, uint8_t* out) {
+  morph_disk<false>(mask, h, w, r, out);
+}
+
+Components label(const uint8_t* mask, int64_t h, int64_t w, int connectivity, int32_t* labels) {
+  check_connectivity(connectivity);
+  const RunTable t = find_runs(mask, h, w, 1);
+  RunLabels rl = label_runs(t, h, w, connectivity);
+  parallel_for(h, row_grain(w), [&](int64_t y0, int64_t y1) {
+    for (int64_t y = y0; y < y1; ++y) {
+      int32_t* row = labels + y * w;
+      std::fill(row, row + w, 0);
+      for (int64_t r = t.row_start[static_cast<size_t>(y)]; r < t.row_start[static_cast<size_t>(y + 1)];
+           ++r) {
+        const Run& run = t.runs[static_cast<size_t>(r)];
+        std::fill(row + run.x0, row + run.x1, rl.run_label[static_cast<size_t>(r)]);
+      }
+    }
+  });
+  return std::move(rl.comps);
+}
+
+void fill_holes(const uint8_t* mask, int64_t h, int64_t w, int64_t max_area, uint8_t* out) {
+  parallel_for(h * w, kPixelGrain,
+               [=](int64_t b, int64_t e) { to_binary(mask + b, e - b, out + b); });
+  if (max_area == 0) return;
+  // Holes are 4-connected background regions (the dual of 8-connected tissue)
+  // that never reach the image edge.
+  const RunTable t = find_runs(mask, h, w, 0);
+  const RunLabels rl = label_runs(t, h, w, 4);
+  std::vector<uint8_t> fill(static_cast<size_t>(rl.comps.count), 0);
+  for (int64_t c = 0; c < rl.comps.count; ++c)
+    fill[static_cast<size_t>(c)] =
+        !rl.comps.touches_edge[static_cast<size_t>(c)] &&
+        (max_area < 0 || rl.comps.area[static_cast<size_t>(c)] <= max_area);
+  parallel_for(h, row_grain(w), [&](int64_t y0, int64_t y1) {
+    for (int64_t y = y0; y < y1; ++y)
+      for (int64_t r = t.row_start[static_cast<size_t>(y)]; r < t.row_start[static_cast<size_t>(y + 1)];
+           ++r)
+        if (fill[static_cast<size_t>(rl.run_label[static_cast<size_t>(r)] - 1)]) {
+          const Run& run = t.runs[static_cast<size_t>(r)];
+          std::fill(out + y * w + run.x0, out + y * w + run.x1, uint8_t{1});
+        }
+  });
+}
+
+int64_t filter_components(const uint8_t* mask, int64_t h, int64_t w, int64_t min_area,
+                          int64_t keep_largest, uint8_t* out) {
+  const RunTable t = find_runs(mask, h, w, 1);
+  const RunLabels rl = label_runs(t, h, w, 8);
+  const auto n = static_cast<size_t>(rl.comps.count);
+  std::vector<uint8_t> keep(n, 0);
+  std::vector<int64_t> order;
+  for (size_t c = 0; c < n; ++c)
+    if (rl.comps.area[c] >= min_area) order.push_back(static_cast<int64_t>(c));
+  if (keep_largest > 0 && static_cast<int64_t>(order.size()) > keep_largest) {
+    std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+      return rl.comps.area[static_cast<size_t>(a)] > rl.comps.area[static_cast<size_t>(b)];
+    });
+    order.resize(static_cast<size_t>(keep_largest));
+  }
+  for (int64_t c : order) keep[static_cast<size_t>(c)] = 1;
+  parallel_for(h, row_grain(w), [&](int64_t y0, int64_t y1) {
+    for (int64_t y = y0; y < y1; ++y) {
+      uint8_t* row = out + y * w;
+      std::memset(row, 0, static_cast<size_t>(w));
+      for (int64_t r = t.row_start[static_cast<size_t>(y)]; r < t.row_start[static_cast<size_t>(y + 1)];
+           ++r)
+        if (keep[static_cast<size_t>(rl.run_label[static_cast<size_t>(r)] - 1)]) {
+          const Run& run = t.runs[static_cast<size_t>(r)];
+          std::fill(row + run.x0, row + run.x1, uint8_t{1});
+        }
+    }
+  });
+  return static_cast<int64_t>(order.size());
+}
+
+void integral_image(const uint8_t* mask, int64_t h, int64_t w, int64_t* ii) {
+  const int64_t iw = w + 1;
+  // Row sums in parallel, then the column accumulation in parallel over columns.
+  parallel_for(h + 1, row_grain(w), [&](int64_t y0, int64_t y1) {
+    for (int64_t y = y0; y < y1; ++y) {
+      int64_t* row = ii + y * iw;
+      row[0] = 0;
+      if (y == 0) {
+        std::fill(row, row + iw, int64_t{0});
+        continue;
+      }
+      const uint8_t* m = mask + (y - 1) * w;
+      for (int64_t x = 0; x < w; ++x) row[x + 1] = row[x] + (m[x] != 0);
+    }
+  });
+  parallel_for(iw, 256, [&](int64_t x0, int64_t x1) {
+    for (int64_t y = 1; y <= h; ++y) {
+      int64_t* row = ii + y * iw;
+      const int64_t* prev = row - iw;
+      for (int64_t x = x0; x < x1; ++x) row[x] += prev[x];
+    }
+  });
+}
+
+namespace {
+// Area of the mask inside [0, u) x [0, v) for real u, v (clamped to the image).
+double area_below(const int64_t* ii, int64_t h, int64_t w, double u, double v) {
+  u = std::min(std::max(u, 0.0), static_cast<double>(w));
+  v = std::min(std::max(v, 0.0), static_cast<double>(h));
+  const int64_t i = std::min(static_cast<int64_t>(u), w - 1);
+  const int64_t j = std::min(static_cast<int64_t>(v), h - 1);
+  const double a = u - static_cast<double>(i);
+  const double b = v - static_cast<double>(j);
+  const int64_t iw = w + 1;
+  const double s00 = static_cast<double>(ii[j * iw + i]);
+  const double s01 = static_cast<double>(ii[j * iw + i + 1]);
+  const double s10 = static_cast<double>(ii[(j + 1) * iw + i]);
+  const double s11 = static_cast<double>(ii[(j + 1) * iw + i + 1]);
+  return s00 * (1 - a) * (1 - b) + s01 * a * (1 - b) + s10 * (1 - a) * b + s11 * a * b;
+}
+}  // namespace
+
+void box_fractions(const int64_t* ii, int64_t h, int64_t w, const double* boxes, int64_t n,
+                   double* out) {
+  parallel_for(n, 4096, [&](int64_t b, int64_t e) {
+    for (int64_t k = b; k < e; ++k) {
+      const double x0 = boxes[4 * k], y0 = boxes[4 * k + 1];
+      const double x1 = boxes[4 * k + 2], y1 = boxes[4 * k + 3];
+      const double box = (x1 - x0) * (y1 - y0);
+      if (!(box > 0) || h <= 0 || w <= 0) {
+        out[k] = 0.0;
+        continue;
+      }
+      const double area = area_below(ii, h, w, x1, y1) - area_below(ii, h, w, x0, y1) -
+                          area_below(ii, h, w, x1, y0) + area_below(ii, h, w, x0, y0);
+      out[k] = std::min(1.0, std::max(0.0, area / box));
+    }
+  });
+}
+
+Result tissue_mask(const uint8_t* rgb, int64_t h, int64_t w, const Params& p, uint8_t* out) {
+  const int64_t n = h * w;
+  Result res;
+  const int64_t stride = sample_stride(n);
+  res.background = estimate_background(rgb, n, stride);
+  if (p.threshold >= 0) {
+    res.threshold = p.threshold;
+  } else {
+    // Otsu on log OD: glass sits in a narrow peak near zero while tissue spans
+    // a decade, so the log scale gives faint tissue room next to the glass.
+    const auto hist = od_histogram(rgb, n, res.background, p.exclude_artefacts, p.black_level,
+                                   p.green_margin, stride);
+    double centers[256];
+    for (int v = 0; v < 256; ++v) centers[v] = std::log(v / OD_SCALE + 0.01);
+    res.otsu = otsu_index(hist.data(), centers, 256);
+    res.threshold = res.otsu < 0 ? p.min_threshold
+                                 : std::min(std::max(res.otsu, p.min_threshold), p.max_threshold);
+  }
+  std::vector<uint8_t> a(static_cast<size_t>(n)), b(static_cast<size_t>(n));
+  od_threshold(rgb, n, res.background, res.threshold, p.exclude_artefacts, p.black_level,
+               p.green_margin, a.data());
+  if (p.closing_radius > 0) {
+    dilate_disk(a.data(), h, w, p.closing_radius, b.data());
+    erode_disk(b.data(), h, w, p.closing_radius, a.data());
+  }
+  if (p.opening_radius > 0) {
+    erode_disk(a.data(), h, w, p.opening_radius, b.data());
+    dilate_disk(b.data(), h, w, p.opening_radius, a.data());
+  }
+  fill_holes(a.data(), h, w, p.max_hole_area, b.data());
+  res.components = filter_components(b.data(), h, w, p.min_area, p.keep_largest, out);
+  return res;
+}
+
+}  // namespace tissue
+}  // namespace hsafast
