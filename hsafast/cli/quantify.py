@@ -125,38 +125,8 @@ def _grid_info(grid: TileGrid) -> dict[str, object]:
 
 
 def slide_grid(slide: Slide, target_mpp: float, size: int) -> TileGrid:
-    """The slide's tissue tile grid; a plain regular grid when tiling is unavailable.
+    """The slide's tissue tiles at ``target_mpp`` (detected tissue, default thresholds)."""
+    from hsafast.tiling import tile_grid
+    from hsafast.tissue import detect_tissue
 
-    The regular grid covers the whole slide (blank tiles are flagged and
-    excluded by the quantification itself).
-    """
-    from hsafast import tiling
-
-    make = getattr(tiling, "tile_grid", None)
-    if make is not None:
-        grid: TileGrid = make(slide, target_mpp=target_mpp, size=size)
-        return grid
-    return regular_grid(slide, target_mpp, size)
-
-
-def regular_grid(slide: Slide, target_mpp: float, size: int) -> TileGrid:
-    from hsafast.tiling import TileGrid
-
-    downsample = target_mpp / slide.mpp
-    level = slide.best_level_for_downsample(max(downsample, 1.0))
-    read_size = max(1, round(size * downsample / slide.level_downsamples[level]))
-    step0 = max(1, round(read_size * slide.level_downsamples[level]))
-    width, height = slide.dimensions
-    xs = np.arange(0, max(width - step0, 0) + 1, step0)
-    ys = np.arange(0, max(height - step0, 0) + 1, step0)
-    coords = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2).astype(np.int64)
-    return TileGrid(
-        slide_path=slide.path,
-        coords=coords,
-        tissue_fraction=np.full(len(coords), np.nan),
-        level=level,
-        read_size=read_size,
-        size=size,
-        patch_size_level0=step0,
-        target_mpp=target_mpp,
-    )
+    return tile_grid(slide, detect_tissue(slide), mpp=target_mpp, size=size)
