@@ -59,6 +59,8 @@ class FeatureFile:
     """(N, 2) int64 matching corners in the paired slide, after registration."""
     targets: np.ndarray | None = None
     """(N, ...) stain-derived targets per tile."""
+    tissue_fraction: np.ndarray | None = None
+    """(N,) share of each tile covered by the tissue mask, as tiling measured it."""
     attrs: dict[str, Any] = field(default_factory=dict)
     """Other attributes found in the file (TRIDENT magnifications, CLAM fields...)."""
     layout: str = "hsafast"
@@ -89,6 +91,7 @@ class FeatureFile:
             level=int(grid.level),
             slide_id=slide_id,
             stain=stain,
+            tissue_fraction=np.asarray(grid.tissue_fraction, dtype=np.float32),
         )
 
     def write(self, path: str | os.PathLike[str]) -> Path:
@@ -126,6 +129,8 @@ def write_feature_file(path: str | os.PathLike[str], data: FeatureFile) -> Path:
                 f.create_dataset("coords_pair", data=np.asarray(data.coords_pair, dtype=np.int64))
             if data.targets is not None:
                 f.create_dataset("targets", data=data.targets)
+            if data.tissue_fraction is not None:
+                f.create_dataset("tissue_fraction", data=data.tissue_fraction)
             for key, value in attrs.items():
                 f.attrs[key] = value
                 coords.attrs[key] = value
@@ -152,6 +157,7 @@ def read_feature_file(path: str | os.PathLike[str]) -> FeatureFile:
             features = _optional(f, "features")
             coords_pair = _optional(f, "coords_pair")
             targets = _optional(f, "targets")
+            tissue_fraction = _optional(f, "tissue_fraction")
     except FeatureFileError:
         raise
     except OSError as exc:
@@ -176,6 +182,7 @@ def read_feature_file(path: str | os.PathLike[str]) -> FeatureFile:
             level=level,
             coords_pair=coords_pair,
             targets=targets,
+            tissue_fraction=tissue_fraction,
             attrs=extra,
             layout=layout,
             **{k: str(merged.get(k, "")) for k in _STRING_ATTRS},
@@ -291,6 +298,12 @@ def _validate(data: FeatureFile, path: Path | None) -> None:
     if data.coords_pair is not None and data.coords_pair.shape != (n, 2):
         raise FeatureFileError(
             f"coords_pair must be {n} x 2 like coords, got shape {data.coords_pair.shape}", path
+        )
+    if data.tissue_fraction is not None and data.tissue_fraction.shape != (n,):
+        raise FeatureFileError(
+            f"tissue_fraction must have one value per tile ({n}), "
+            f"got shape {data.tissue_fraction.shape}",
+            path,
         )
     if data.targets is not None and (data.targets.ndim == 0 or data.targets.shape[0] != n):
         raise FeatureFileError(

@@ -2,21 +2,21 @@
 
 Each ``ID.h5`` holds ``coords`` (N x 2 int64, level-0 top-left x, y) with the
 attributes ``patch_size``, ``patch_size_level0``, ``target_mpp``, ``level`` and
-``slide_id``, as TRIDENT and CLAM write them, plus ``tissue_fraction`` (N).
+``slide_id``, as TRIDENT and CLAM write them, plus ``tissue_fraction`` (N)
+(see ``hsafast.features``).
 Slides whose file exists are skipped unless ``--overwrite``.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hsafast.cli.tissue import add_tissue_options, tissue_config, usage_error
 
 if TYPE_CHECKING:
-    from hsafast.tiling import TileGrid
+    pass
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -38,28 +38,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def write_coords_h5(path: str | os.PathLike[str], grid: TileGrid, slide_id: str) -> None:
-    """Write a coordinates-only file in the TRIDENT/CLAM layout, atomically."""
-    import h5py
-    import numpy as np
-
-    from hsafast._fileio import atomic_path
-
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        coords = f.create_dataset("coords", data=np.asarray(grid.coords, dtype=np.int64))
-        coords.attrs["patch_size"] = grid.size
-        coords.attrs["patch_size_level0"] = grid.patch_size_level0
-        coords.attrs["target_mpp"] = grid.target_mpp
-        coords.attrs["level"] = grid.level
-        coords.attrs["slide_id"] = slide_id
-        coords.attrs["overlap"] = grid.overlap
-        f.create_dataset("tissue_fraction", data=grid.tissue_fraction.astype(np.float32))
-
-
 def run(args: argparse.Namespace) -> int:
     from hsafast._fileio import safe_id
     from hsafast.cli.batch import collect_slides, run_batch
     from hsafast.errors import HsafastError, NoTissueError
+    from hsafast.features import FeatureFile
     from hsafast.slides import open_slide
     from hsafast.tiling import tile_grid
     from hsafast.tissue import detect_tissue
@@ -101,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
             raise NoTissueError(
                 f"no {args.size}-px tile holds at least {args.min_tissue:.0%} tissue", path
             )
-        write_coords_h5(target, grid, slide_id)
+        FeatureFile.from_grid(grid, slide_id=slide_id).write(target)
         return True
 
     out_dir.mkdir(parents=True, exist_ok=True)
