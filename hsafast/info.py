@@ -33,7 +33,9 @@ def build_info() -> dict[str, Any]:
     """The native core's compile-time features (see ``hsafast._core.build_info``)."""
     from hsafast import _core
 
-    return dict(_core.build_info())
+    info = dict(_core.build_info())
+    info["jpeg_decoder"] = _core.jpeg_decoder_version() or "none (imagecodecs fallback)"
+    return info
 
 
 def installation_info() -> dict[str, Any]:
