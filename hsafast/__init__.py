@@ -38,6 +38,11 @@ _EXPORTS = {
     "write_feature_file": "hsafast.features",
     "Manifest": "hsafast.manifest",
     "read_manifest": "hsafast.manifest",
+    "register": "hsafast.registration",
+    "Registration": "hsafast.registration",
+    "RegistrationConfig": "hsafast.registration",
+    "paired_tiles": "hsafast.registration",
+    "load_registration": "hsafast.registration",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
@@ -66,4 +71,11 @@ if TYPE_CHECKING:
     )
     from hsafast.info import build_info, installation_info
     from hsafast.manifest import Manifest, read_manifest
+    from hsafast.registration import (
+        Registration,
+        RegistrationConfig,
+        load_registration,
+        paired_tiles,
+        register,
+    )
     from hsafast.slides import Slide, open_slide
