@@ -135,10 +135,15 @@ def refine_affine(
         m_img, m_back = _resize(moving, 1.0 / level)
         local = np.linalg.inv(m_back) @ matrix @ f_back
         warp = local[:2].astype(np.float32)
-        everywhere = np.full(f_img.shape, 255, np.uint8)
         try:
             cc, warp = cv2.findTransformECC(
-                f_img, m_img, warp, cv2.MOTION_AFFINE, criteria, everywhere, 1
+                f_img,
+                m_img,
+                warp,
+                cv2.MOTION_AFFINE,
+                criteria,
+                None,
+                1,  # type: ignore[call-overload]
             )
         except cv2.error as exc:
             log.debug("ECC did not converge at downsample %d: %s", level, exc)
