@@ -48,7 +48,7 @@ class RegistrationConfig:
     """Blur of the edge images whose correlation scores the result."""
     min_ncc: float = 0.15
     """Correlation of the registered edge images below this fails the registration."""
-    min_coverage: float = 0.6
+    min_coverage: float = 0.5
     """Fraction of each section's tissue that must land on tissue of the other."""
     extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
