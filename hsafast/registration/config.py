@@ -26,6 +26,8 @@ class RegistrationConfig:
     """Iterations of OpenCV's ECC per pyramid level."""
     nonrigid: bool = True
     """Estimate a smooth displacement field after the affine stage."""
+    structure_quantile: float = 0.3
+    """Share of the tissue (lowest OD) counted as lumen in the images of the flow."""
     flow_blur: float = 3.0
     """Blur of the tissue/lumen images given to the optical flow."""
     flow_window: int = 63
@@ -74,7 +76,7 @@ class RegistrationConfig:
             raise ConfigError("coarse_size must not exceed work_size")
         if not self.ecc_levels or any(int(v) < 1 for v in self.ecc_levels):
             raise ConfigError(f"ecc_levels must be downsamples >= 1, got {self.ecc_levels}")
-        for name in ("min_dice", "min_coverage", "min_tissue_fraction"):
+        for name in ("min_dice", "min_coverage", "min_tissue_fraction", "structure_quantile"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
 

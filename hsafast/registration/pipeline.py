@@ -98,9 +98,10 @@ def register(
 
     field = None
     if config.nonrigid:
-        moving = warp_to_fixed(structure_image(ihc.od), matrix, he.shape, None)
+        q = config.structure_quantile
+        moving = warp_to_fixed(structure_image(ihc.od, q), matrix, he.shape, None)
         field = estimate_field(
-            structure_image(he.od),
+            structure_image(he.od, q),
             moving,
             he.tissue,
             config.flow_blur,
@@ -110,6 +111,10 @@ def register(
         )
         details["field_max_px"] = round(float(np.abs(field).max()), 3)
     verdict = assess(he, ihc, matrix, field, config)
+    if field is not None and verdict.quality["ncc"] < affine_verdict.quality["ncc"] - 0.02:
+        # the flow made the sections less alike: keep the affine result
+        details["field_rejected"] = verdict.quality
+        field, verdict = None, affine_verdict
     return finish(matrix, field, verdict.ok, verdict.reason, verdict.quality)
 
 

@@ -9,8 +9,8 @@ From it we derive three images, each for one stage:
 * ``edges``: gradient magnitude of the lightly blurred OD, i.e. tissue borders
   and air spaces, for the affine refinement (it ignores how strongly a stain
   colours a region, which differs between H&E and IHC);
-* ``structure``: OD binarised at its Otsu threshold (tissue versus lumen),
-  for the non-rigid stage, whose optical flow needs equal brightness on both
+* ``structure``: OD binarised at a quantile of the tissue's OD (dense tissue
+  versus lumen), for the non-rigid stage, whose optical flow needs equal brightness on both
   sides.
 
 Until the shared tissue detector is used here, the tissue mask is a simple OD
@@ -96,12 +96,19 @@ def edge_image(od: np.ndarray, sigma: float) -> np.ndarray:
     return np.sqrt(gx * gx + gy * gy)
 
 
-def structure_image(od: np.ndarray) -> np.ndarray:
-    """Tissue (1) versus lumen and glass (0), binarised at the OD's Otsu threshold."""
-    hi = max(float(np.percentile(od, 99)), 1e-3)
-    u8 = np.clip(od / hi * 255.0, 0, 255).astype(np.uint8)
-    otsu, _ = cv2.threshold(u8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    return (u8 > otsu).astype(np.float32)
+def structure_image(od: np.ndarray, quantile: float = 0.3) -> np.ndarray:
+    """Dense tissue (1) versus lumen, pale tissue and glass (0).
+
+    The threshold is a quantile of the OD over tissue pixels, so the same share
+    of each section's tissue ends up on each side whatever the stain's strength:
+    a fixed or Otsu threshold would split DAB from counterstain on an IHC and
+    tissue from glass on an H&E, and the two images would not match.
+    """
+    tissue = od[od > MIN_TISSUE_OD]
+    if tissue.size == 0:
+        return np.zeros(od.shape, np.float32)
+    threshold = float(np.quantile(tissue, quantile))
+    return (od > threshold).astype(np.float32)
 
 
 def section_from_rgb(rgb: np.ndarray, scale: tuple[float, float], mpp: float) -> Section:
