@@ -76,6 +76,13 @@ def _write(path: Path, rgb: np.ndarray) -> Path:
     return path
 
 
+def _write_figure(path: Path, rgb: np.ndarray) -> None:
+    """A PNG with a 256-colour palette, to keep figures in the repository small."""
+    from PIL import Image
+
+    Image.fromarray(rgb).quantize(256).save(path, optimize=True)
+
+
 def _pyramid_tiff(path: Path, rgb: np.ndarray, mpp: float) -> None:
     """A tiled, JPEG-compressed pyramidal TIFF (levels 1, 4, 16, 64) that OpenSlide reads."""
     import tifffile
@@ -178,17 +185,20 @@ def main(argv: list[str]) -> int:
         )
 
     if args.figures:
-        from hsafast.registration.overlay import checkerboard, registered_thumbnails
+        from hsafast.registration.overlay import checkerboard, registered_thumbnails, two_colour
 
         FIGURES.mkdir(parents=True, exist_ok=True)
         for tag, (s1, s2) in {"mouse": (he, ihc), "kidney": (khe, kihc)}.items():
             reg = register(s1, s2)
-            panels = []
-            for r in (None, reg):
-                x, y = registered_thumbnails(s1, s2, r, max_size=360)
-                panels.append(checkerboard(x, y, squares=6))
-            sep = np.zeros((panels[0].shape[0], 6, 3), np.uint8)
-            _write(FIGURES / f"register_{tag}.png", np.hstack([panels[0], sep, panels[1]]))
+            rows = []
+            for draw in (checkerboard, two_colour):
+                panels = [
+                    draw(*registered_thumbnails(s1, s2, r, max_size=320)) for r in (None, reg)
+                ]
+                sep = np.zeros((panels[0].shape[0], 6, 3), np.uint8)
+                rows.append(np.hstack([panels[0], sep, panels[1]]))
+            gap = np.zeros((6, rows[0].shape[1], 3), np.uint8)
+            _write_figure(FIGURES / f"register_{tag}.png", np.vstack([rows[0], gap, rows[1]]))
 
     # ---- known transforms --------------------------------------------------------
     sources = {
