@@ -8,7 +8,7 @@ Side by side on the same inputs, 2 threads for OpenCV:
 Inputs: the two real 5%-scale BIRL pairs (rTRE from the 78 mouse landmarks),
 pairs with known transforms made from real images (any rotation, flips, mild
 scale/shear, a smooth 1% field), and unless ``--quick`` a generated whole-slide
-pair: a pyramidal tiled TIFF (about 14k x 11k pixels at level 0) registered
+pair: a pyramidal tiled TIFF (about 14k x 9.4k pixels at level 0) registered
 from its low-resolution levels. Writes bench/out/register.json and, with
 ``--figures``, before/after overlays under bench/figures/.
 """

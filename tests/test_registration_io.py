@@ -170,3 +170,68 @@ def test_paired_tiles_refuse_failed_registrations(known_pair) -> None:
         next(paired_tiles(he, ihc, failed, np.array([[300, 250]]), 64))
     forced = next(paired_tiles(he, ihc, failed, np.array([[300, 250]]), 64, force=True))
     assert forced.ihc_tile.shape == (64, 64, 3)
+
+
+def _pyramid(path: Path, rgb: np.ndarray, mpp: float) -> Path:
+    import tifffile
+
+    res = 1e4 / mpp
+    with tifffile.TiffWriter(path) as tif:
+        for i, factor in enumerate((1, 4)):
+            img = cv2.resize(rgb, None, fx=1 / factor, fy=1 / factor, interpolation=cv2.INTER_AREA)
+            tif.write(
+                img,
+                tile=(256, 256),
+                photometric="rgb",
+                compression="jpeg",
+                subfiletype=0 if i == 0 else 1,
+                resolution=(res / factor, res / factor),
+                resolutionunit="CENTIMETER",
+            )
+    return path
+
+
+def test_paired_tiles_on_a_pyramid_level(known_pair, tmp_path: Path) -> None:
+    """Tiles from level 1 of pyramidal slides (read at 4x coarser) match the truth."""
+    from hsafast.registration.validation import errors_against_truth
+
+    pair = known_pair[0]
+    up = 4  # level 0 is 4x the known pair, level 1 is the known pair itself
+    big = {
+        k: cv2.resize(v, None, fx=up, fy=up, interpolation=cv2.INTER_CUBIC)
+        for k, v in (("he", pair.he), ("ihc", pair.ihc))
+    }
+    he = hsafast.open_slide(_pyramid(tmp_path / "he.tif", big["he"], 0.5))
+    ihc = hsafast.open_slide(_pyramid(tmp_path / "ihc.tif", big["ihc"], 0.5))
+    assert he.level_count == 2
+    reg = hsafast.register(he, ihc)
+    assert reg.ok, reg.reason
+
+    def truth(points: np.ndarray) -> np.ndarray:
+        return (pair.truth.map((points + 0.5) / up - 0.5) + 0.5) * up - 0.5
+
+    rng = np.random.default_rng(0)
+    tissue_like = rng.uniform([800, 600], [3600, 2400], (300, 2))
+    assert (
+        errors_against_truth(reg, truth, tissue_like, float(np.hypot(*ihc.dimensions)))["median"]
+        < 0.002
+    )
+    coords = np.array([[1200, 1000], [2000, 1600]])
+    for tile in paired_tiles(he, ihc, reg, coords, 64, 1):
+        ys, xs = np.indices((64, 64), dtype=np.float64)
+        p0 = np.column_stack(
+            [
+                tile.he_coord[0] + (xs.ravel() + 0.5) * 4 - 0.5,
+                tile.he_coord[1] + (ys.ravel() + 0.5) * 4 - 0.5,
+            ]
+        )
+        q = ((truth(p0) + 0.5) / up - 0.5).astype(np.float32)  # in the known pair's pixels
+        ideal = cv2.remap(
+            pair.ihc,
+            q[:, 0].reshape(64, 64),
+            q[:, 1].reshape(64, 64),
+            cv2.INTER_LINEAR,
+            borderValue=(255, 255, 255),
+        )
+        r = np.corrcoef(_od(ideal).ravel(), _od(tile.ihc_tile).ravel())[0, 1]
+        assert tile.ihc_tile.shape == (64, 64, 3) and r > 0.8, (tile.he_coord, r)

@@ -9,6 +9,7 @@ into a DAB-brown) keeps the stain difference that registration must survive.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -123,3 +124,21 @@ def tissue_points(rgb: np.ndarray, count: int, rng: np.random.Generator) -> np.n
     ys, xs = np.nonzero(tissue_mask(optical_density(rgb)))
     pick = rng.choice(len(xs), size=min(count, len(xs)), replace=False)
     return np.column_stack([xs[pick], ys[pick]]).astype(np.float64)
+
+
+def errors_against_truth(
+    registration: Registration,
+    map_he_to_ihc: Callable[[np.ndarray], np.ndarray],
+    points: np.ndarray,
+    diagonal: float,
+) -> dict[str, float]:
+    """rTRE of ``registration`` against a true map (any callable on level-0 (N, 2) points),
+    such as a simulator's truth: median, 90th percentile and maximum."""
+    from hsafast.registration.quality import rtre
+
+    err = rtre(registration.map(points), map_he_to_ihc(points), diagonal)
+    return {
+        "median": float(np.median(err)),
+        "p90": float(np.percentile(err, 90)),
+        "max": float(err.max()),
+    }
