@@ -37,9 +37,8 @@ def _rgb(path: Path) -> np.ndarray:
 
 
 def _landmarks(path: Path) -> np.ndarray:
-    import pandas as pd
 
-    return pd.read_csv(path).to_numpy()[:, 1:].astype(np.float64)
+    return np.loadtxt(path, delimiter=",", skiprows=1)[:, 1:]
 
 
 def sift_affine(he_rgb: np.ndarray, ihc_rgb: np.ndarray) -> np.ndarray | None:

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pandas as pd
 import pytest
 
 import hsafast
@@ -17,7 +16,7 @@ MPP = 5.0  # the 5%-scale BIRL images record no pixel size; any equal value work
 
 
 def _landmarks(path: Path) -> np.ndarray:
-    return pd.read_csv(path).to_numpy()[:, 1:].astype(np.float64)
+    return np.loadtxt(path, delimiter=",", skiprows=1)[:, 1:]
 
 
 def _rgb(path: Path) -> np.ndarray:
