@@ -49,6 +49,11 @@ _EXPORTS = {
     "gated_attention_pool": "hsafast.pooling",
     "PoolState": "hsafast.pooling",
     "GatedAttentionParams": "hsafast.pooling",
+    "register": "hsafast.registration",
+    "Registration": "hsafast.registration",
+    "RegistrationConfig": "hsafast.registration",
+    "paired_tiles": "hsafast.registration",
+    "load_registration": "hsafast.registration",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
@@ -78,6 +83,13 @@ if TYPE_CHECKING:
     from hsafast.info import build_info, installation_info
     from hsafast.manifest import Manifest, read_manifest
     from hsafast.pooling import GatedAttentionParams, PoolState, gated_attention_pool
+    from hsafast.registration import (
+        Registration,
+        RegistrationConfig,
+        load_registration,
+        paired_tiles,
+        register,
+    )
     from hsafast.slides import Slide, open_slide
     from hsafast.stain import (
         Marker,

@@ -1,0 +1,96 @@
+"""Parameters of the registration, held fixed across pairs (sizes are working pixels)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from hsafast.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class RegistrationConfig:
+    work_size: int = 1024
+    """Longer side of the working images, pixels; both slides share one pixel size."""
+    coarse_size: int = 128
+    """Longer side of the images of the rotation and flip search."""
+    angle_step: float = 3.0
+    """Degrees between the rotation angles tried (the whole circle is searched)."""
+    flips: bool = True
+    """Also try the mirrored section (a section mounted upside down)."""
+    edge_sigma: float = 1.0
+    """Blur before the gradient magnitude that the affine refinement aligns."""
+    ecc_levels: tuple[int, ...] = (8, 4, 2)
+    """Pyramid downsamples of the affine refinement, coarse to fine."""
+    ecc_iterations: int = 200
+    """Iterations of OpenCV's ECC per pyramid level."""
+    nonrigid: bool = True
+    """Estimate a smooth displacement field after the affine stage."""
+    structure_quantile: float = 0.3
+    """Share of the tissue (lowest OD) counted as lumen in the images of the flow."""
+    flow_blur: float = 3.0
+    """Blur of the tissue/lumen images given to the optical flow."""
+    flow_window: int = 63
+    """Averaging window of the Farneback optical flow."""
+    flow_downsample: int = 1
+    """The optical flow runs this many times coarser than the working images."""
+    field_sigma: float = 12.0
+    """Gaussian regularisation of the displacement field (tissue-weighted)."""
+    field_step: int = 4
+    """The stored field is this many times coarser than the working images."""
+    min_tissue_fraction: float = 0.002
+    """A slide with less tissue than this fraction of its area counts as empty."""
+    max_mpp_ratio: float = 4.0
+    """Pixel sizes differing by more than this factor are refused."""
+    max_area_ratio: float = 3.0
+    """Tissue areas (in square micrometres) differing by more are not one pair."""
+    min_dice: float = 0.6
+    """Dice of the registered tissue masks below this fails the registration."""
+    quality_sigma: float = 8.0
+    """Blur of the edge images whose correlation scores the result."""
+    min_ncc: float = 0.15
+    """Correlation of the registered edge images below this fails the registration."""
+    min_coverage: float = 0.5
+    """Fraction of each section's tissue that must land on tissue of the other."""
+    extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.extra:
+            raise ConfigError(f"unknown registration options {sorted(self.extra)}")
+        positive = {
+            "work_size": self.work_size,
+            "coarse_size": self.coarse_size,
+            "angle_step": self.angle_step,
+            "ecc_iterations": self.ecc_iterations,
+            "flow_window": self.flow_window,
+            "flow_downsample": self.flow_downsample,
+            "field_step": self.field_step,
+            "max_mpp_ratio": self.max_mpp_ratio,
+            "max_area_ratio": self.max_area_ratio,
+            "quality_sigma": self.quality_sigma,
+        }
+        for name, value in positive.items():
+            if not value > 0:
+                raise ConfigError(f"{name} must be positive, got {value}")
+        if self.coarse_size > self.work_size:
+            raise ConfigError("coarse_size must not exceed work_size")
+        if not self.ecc_levels or any(int(v) < 1 for v in self.ecc_levels):
+            raise ConfigError(f"ecc_levels must be downsamples >= 1, got {self.ecc_levels}")
+        for name in ("min_dice", "min_coverage", "min_tissue_fraction", "structure_quantile"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("extra")
+        out["ecc_levels"] = list(self.ecc_levels)
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RegistrationConfig:
+        known = {f.name for f in fields(cls)} - {"extra"}
+        unknown = {k: v for k, v in values.items() if k not in known}
+        kwargs = {k: v for k, v in values.items() if k in known}
+        if "ecc_levels" in kwargs:
+            kwargs["ecc_levels"] = tuple(int(v) for v in kwargs["ecc_levels"])
+        return cls(**kwargs, extra=unknown)

@@ -1,0 +1,138 @@
+"""How well two sections registered, and when to refuse a pair.
+
+A registration that does not hold must never feed patch-level training
+silently, so every result carries a verdict. Checks before registering catch
+inputs that cannot be a pair (an empty slide, very different pixel sizes or
+tissue areas); checks after it measure the overlap of the tissue masks (Dice,
+and the share of each section's tissue that lands on tissue of the other, which
+drops when a separate piece such as control tissue dominates one mask) and the
+correlation of the stain-agnostic edge images inside the tissue, at a scale
+(``quality_sigma``) coarse enough that stain texture does not dominate it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from hsafast.registration.config import RegistrationConfig
+from hsafast.registration.representation import Section, edge_image
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool
+    reason: str = ""
+    quality: dict[str, float] = field(default_factory=dict)
+
+
+def check_inputs(
+    he: Section, ihc: Section, he_mpp: float, ihc_mpp: float, config: RegistrationConfig
+) -> str:
+    """The reason why this cannot be a pair, or '' when it may be one."""
+    for name, sec in (("H&E", he), ("IHC", ihc)):
+        if sec.tissue_fraction < config.min_tissue_fraction:
+            return (
+                f"no tissue found on the {name} slide "
+                f"({100 * sec.tissue_fraction:.2f}% of its area)"
+            )
+    ratio = max(he_mpp, ihc_mpp) / min(he_mpp, ihc_mpp)
+    if ratio > config.max_mpp_ratio:
+        return (
+            f"pixel sizes differ by a factor {ratio:.1f} ({he_mpp:.4g} vs {ihc_mpp:.4g} um/px); "
+            "check the scan magnifications or the mpp given"
+        )
+    area_he = float(he.tissue.sum()) * he.mpp**2
+    area_ihc = float(ihc.tissue.sum()) * ihc.mpp**2
+    area_ratio = max(area_he, area_ihc) / max(min(area_he, area_ihc), 1e-12)
+    if area_ratio > config.max_area_ratio:
+        larger = "IHC" if area_ihc > area_he else "H&E"
+        return (
+            f"tissue areas differ by a factor {area_ratio:.1f} (the {larger} section is larger): "
+            "not sections of one block, or extra tissue such as a control dominates one slide"
+        )
+    return ""
+
+
+def warp_to_fixed(
+    moving: np.ndarray, matrix: np.ndarray, shape: tuple[int, int], field: np.ndarray | None
+) -> np.ndarray:
+    """Resample ``moving`` on the fixed grid through ``matrix @ (p + field(p))``."""
+    h, w = shape
+    ys, xs = np.indices((h, w), dtype=np.float32)
+    if field is not None:
+        xs = xs + field[..., 0]
+        ys = ys + field[..., 1]
+    m = matrix.astype(np.float32)
+    map_x = m[0, 0] * xs + m[0, 1] * ys + m[0, 2]
+    map_y = m[1, 0] * xs + m[1, 1] * ys + m[1, 2]
+    src = moving.astype(np.float32) if moving.dtype == bool else moving
+    return cv2.remap(src, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+
+
+def normalised_cross_correlation(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
+    x = a[mask].astype(np.float64)
+    y = b[mask].astype(np.float64)
+    if x.size < 16:
+        return 0.0
+    x -= x.mean()
+    y -= y.mean()
+    den = float(np.sqrt((x * x).sum() * (y * y).sum()))
+    return float((x * y).sum() / den) if den > 0 else 0.0
+
+
+def assess(
+    he: Section,
+    ihc: Section,
+    matrix: np.ndarray,
+    field: np.ndarray | None,
+    config: RegistrationConfig,
+) -> Verdict:
+    """Quality of a working-pixel map (H&E -> IHC) and the verdict it earns."""
+    warped_tissue = warp_to_fixed(ihc.tissue, matrix, he.shape, field) > 0.5
+    both = float((he.tissue & warped_tissue).sum())
+    he_area = float(he.tissue.sum())
+    dice = 2.0 * both / max(he_area + float(warped_tissue.sum()), 1.0)
+    he_cover = both / max(he_area, 1.0)
+    # the IHC's own share, measured on its grid (tissue mapped off the H&E grid counts too)
+    back = cv2.warpAffine(
+        he.tissue.astype(np.float32),
+        matrix[:2].astype(np.float32),
+        (ihc.shape[1], ihc.shape[0]),
+        flags=cv2.INTER_LINEAR,
+    )
+    ihc_cover = float((ihc.tissue & (back > 0.5)).sum()) / max(float(ihc.tissue.sum()), 1.0)
+    edges_he = edge_image(he.od, config.quality_sigma)
+    edges_ihc = warp_to_fixed(edge_image(ihc.od, config.quality_sigma), matrix, he.shape, field)
+    region = cv2.dilate(
+        (he.tissue | warped_tissue).astype(np.uint8), np.ones((5, 5), np.uint8)
+    ).astype(bool)
+    ncc = normalised_cross_correlation(edges_he, edges_ihc, region)
+    quality = {
+        "dice": round(dice, 4),
+        "he_coverage": round(he_cover, 4),
+        "ihc_coverage": round(ihc_cover, 4),
+        "ncc": round(ncc, 4),
+    }
+    if dice < config.min_dice:
+        reason = f"tissue masks overlap poorly after registration (Dice {dice:.2f})"
+        return Verdict(False, reason, quality)
+    for name, cover in (("IHC", ihc_cover), ("H&E", he_cover)):
+        if cover < config.min_coverage:
+            return Verdict(
+                False,
+                f"only {100 * cover:.0f}% of the {name} tissue lands on tissue of the other "
+                f"section: not a pair, or extra tissue (a control?) dominates the {name} mask",
+                quality,
+            )
+    if ncc < config.min_ncc:
+        reason = f"registered tissue structure does not correlate (NCC {ncc:.2f})"
+        return Verdict(False, reason, quality)
+    return Verdict(True, "", quality)
+
+
+def rtre(predicted: np.ndarray, target: np.ndarray, diagonal: float) -> np.ndarray:
+    """Relative target registration error: distance over the image diagonal (ANHIR)."""
+    return np.linalg.norm(np.asarray(predicted) - np.asarray(target), axis=1) / float(diagonal)
