@@ -38,6 +38,8 @@ _EXPORTS = {
     "write_feature_file": "hsafast.features",
     "Manifest": "hsafast.manifest",
     "read_manifest": "hsafast.manifest",
+    "make_cohort": "hsafast.synth",
+    "load_truth": "hsafast.synth",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
@@ -67,3 +69,4 @@ if TYPE_CHECKING:
     from hsafast.info import build_info, installation_info
     from hsafast.manifest import Manifest, read_manifest
     from hsafast.slides import Slide, open_slide
+    from hsafast.synth import load_truth, make_cohort

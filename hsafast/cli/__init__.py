@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 #: Sub-command modules under hsafast.cli, in the order ``--help`` lists them.
-COMMANDS = ("info",)
+COMMANDS = ("info", "synth")
 
 
 def build_parser() -> argparse.ArgumentParser:
