@@ -9,6 +9,7 @@ same arguments gives the same bytes, and an interrupted run resumes where it sto
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -209,7 +210,10 @@ def make_cohort(
             if progress:
                 progress(done, len(tasks))
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        # spawn, not fork: a forked child inherits OpenCV's and BLAS's thread pools
+        # in whatever state they were, which can deadlock
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
             futures = [pool.submit(_render_task, s, st, str(root), True) for s, st in tasks]
             for fut in futures:
                 fut.result()

@@ -62,8 +62,7 @@ def build_case(spec: CaseSpec) -> CaseModel:
     )
     px_per_um = 1.0 / spec.mpp
     layout = make_layout(rng_layout, spec.width, spec.height, px_per_um, spec.morphology)
-    atypia = 1.6 if spec.marker == "p53" else 1.0
-    cells = make_cells(layout, rng_cells, px_per_um, spec.morphology, atypia=atypia)
+    cells = make_cells(layout, rng_cells, px_per_um, spec.morphology)
     p = float(spec.predictability)
     e_case = p * spec.morphology + float(np.sqrt(max(0.0, 1 - p * p))) * spec.independent
     expr = express(spec.marker, cells, rng_expr, p, e_case, spec.independent)

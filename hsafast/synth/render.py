@@ -67,7 +67,7 @@ class SlideRenderer:
         self.centres = centres[order]
         self.shape = self.shape[order]
         body = cells.cell_scale[self.idx]
-        self.radius = np.maximum(cells.a, cells.b)[self.idx] * body * 1.2 + 4
+        self.radius = np.maximum(cells.a, cells.b)[self.idx] * body * 1.5 + 6
         self.reach = float(self.radius.max()) if len(self.radius) else 0.0
         # glands and nests, in this slide's coordinates
         g = model.layout.glands
@@ -83,7 +83,9 @@ class SlideRenderer:
         self.gland_centres = gc
         self.gland_shape = gshape
         self.gland_lumen = g[:, 5] if len(g) else np.zeros(0)
-        self.gland_reach = np.abs(gshape).sum(axis=2).max(axis=1) if len(g) else np.zeros(0)
+        self.gland_reach = (
+            np.abs(gshape).sum(axis=2).max(axis=1) * 1.1 + 4 if len(g) else np.zeros(0)
+        )
 
     def _stack(self, model: CaseModel) -> np.ndarray:
         """Smooth fields on the layout grid, (fh, fw, C): tissue, then the weights of
@@ -112,8 +114,11 @@ class SlideRenderer:
         c = big // k
         # node grids start one coarse cell before the block and end after it, so that
         # no pixel of the block is interpolated from clamped edge nodes
-        ox, oy = x0 - big, y0 - big
-        cw, ch = -(-(w + 2 * big) // big) + 1, -(-(h + 2 * big) // big) + 1
+        # (aligned to multiples of the coarse step, so that every block samples the
+        # fields at the same nodes and adjacent blocks agree to the last bit)
+        ox, oy = (x0 // big) * big - big, (y0 // big) * big - big
+        sx, sy = x0 - ox, y0 - oy
+        cw, ch = -(-(sx + w + big) // big) + 1, -(-(sy + h + big) // big) + 1
         gw, gh = cw * c, ch * c
         if self.ihc:
             coff = (big - 1) / 2
@@ -131,7 +136,7 @@ class SlideRenderer:
         full = self._buffer("resize", (gh * k, gw * k))
         for channel in range(coarse.shape[2]):
             cv2.resize(np.ascontiguousarray(coarse[..., channel]), (gw * k, gh * k), dst=full)
-            out[channel] = full[big : big + h, big : big + w]
+            out[channel] = full[sy : sy + h, sx : sx + w]
         return out
 
     def _buffer(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -173,7 +178,11 @@ class SlideRenderer:
                 cv2.fillPoly(img, group, int(v), cv2.LINE_AA, _SHIFT)
 
     def _glands(self, x0: int, y0: int, w: int, h: int) -> np.ndarray:
-        """Compartment mask: 0 stroma, 1 epithelium (cytoplasm), 2 lumen."""
+        """Compartment mask: 0 stroma, 1 epithelium (cytoplasm), 2 lumen.
+
+        Evaluated per pixel from each gland's ellipse (in its bounding box), so that
+        the mask does not depend on where the block starts.
+        """
         mask = np.zeros((h, w), np.uint8)
         if not len(self.gland_centres):
             return mask
@@ -184,22 +193,24 @@ class SlideRenderer:
             & (gc[:, 1] > y0 - r)
             & (gc[:, 1] < y0 + h + r)
         )
-        if not len(sel):
-            return mask
-        angles = np.linspace(0, 2 * np.pi, 48, endpoint=False)
-        unit = np.stack([np.cos(angles), np.sin(angles)], 1)
-        wob = 1 + 0.04 * np.sin(3 * angles[None] + sel[:, None] * 1.7)
-        outer = np.einsum("nij,kj->nki", self.gland_shape[sel], unit) * wob[..., None]
-        outer += gc[sel, None, :] - (x0, y0)
-        scale = 1 << _SHIFT
-        cv2.fillPoly(mask, list(np.rint(outer * scale).astype(np.int32)), 1, cv2.LINE_8, _SHIFT)
-        lumen = self.gland_lumen[sel]
-        has = lumen > 0
-        if has.any():
-            inner = np.einsum("nij,kj->nki", self.gland_shape[sel][has], unit)
-            inner *= lumen[has, None, None] * wob[has][..., None]
-            inner += gc[sel][has, None, :] - (x0, y0)
-            cv2.fillPoly(mask, list(np.rint(inner * scale).astype(np.int32)), 2, cv2.LINE_8, _SHIFT)
+        for g in sel:
+            cx, cy = gc[g]
+            bx0, bx1 = max(int(cx - r[g]), x0), min(int(cx + r[g]) + 1, x0 + w)
+            by0, by1 = max(int(cy - r[g]), y0), min(int(cy + r[g]) + 1, y0 + h)
+            if bx0 >= bx1 or by0 >= by1:
+                continue
+            inv = np.linalg.inv(self.gland_shape[g])
+            dx = np.arange(bx0, bx1, dtype=np.float64) + 0.5 - cx
+            dy = np.arange(by0, by1, dtype=np.float64)[:, None] + 0.5 - cy
+            u = inv[0, 0] * dx + inv[0, 1] * dy
+            v = inv[1, 0] * dx + inv[1, 1] * dy
+            rho = np.hypot(u, v)
+            wobble = 1 + 0.04 * np.sin(3 * np.arctan2(v, u) + g * 1.7)
+            region = mask[by0 - y0 : by1 - y0, bx0 - x0 : bx1 - x0]
+            region[rho < wobble] = 1
+            lumen = self.gland_lumen[g]
+            if lumen > 0:
+                region[rho < lumen * wobble] = 2
         return mask
 
     # -- the block ------------------------------------------------------------------------
@@ -317,6 +328,11 @@ class SlideRenderer:
         dark = cells.darkness[ci]
         rough = cells.irregularity[ci]
         tumour = kind == TUMOUR
+        # draw on a canvas padded by the largest cell, so that no polygon is ever
+        # clipped: clipping would make pixels depend on where blocks start
+        pad = int(np.ceil(self.reach)) + 2
+        x0, y0, w, h = x0 - pad, y0 - pad, w + 2 * pad, h + 2 * pad
+        inner = (slice(pad, h - pad), slice(pad, w - pad))
         pts = self._outline(sel, x0, y0, 1.0, rough)
         nuc = np.zeros((h, w), np.uint8)
         counter = 0.62 if self.ihc else 1.0
@@ -328,7 +344,7 @@ class SlideRenderer:
             if not self.ihc:
                 border = np.zeros((h, w), np.uint8)
                 self._fill(border, body, np.full(len(body), 60), outline=1)
-                c2 += border.astype(np.float32) * (0.25 / 255)
+                c2 += border[inner].astype(np.float32) * (0.25 / 255)
         # vesicular tumour nuclei: a paler interior with a darker rim
         interior = np.where(tumour & ~cells.mitosis[ci], 0.78, 1.0) * dark
         self._fill(nuc, pts, interior * counter * 255 / _NUC_SCALE)
@@ -338,10 +354,10 @@ class SlideRenderer:
         spot = cells.nucleolus[ci] & ~cells.mitosis[ci]
         if spot.any():
             centre = pts[spot].mean(axis=1, keepdims=True)
-            dots = ((pts[spot] - centre) * 0.2 + centre).astype(np.int32)
+            dots = np.rint((pts[spot] - centre) * 0.2 + centre).astype(np.int32)
             self._fill(nuc, dots, np.full(len(dots), 1.45 * counter * 255 / _NUC_SCALE))
-        chromatin = self.bank.window("chromatin", tx, ty, w, h)
-        nuc_od = nuc.astype(np.float32) * chromatin * (_NUC_SCALE * 0.75 / 255)
+        chromatin = self.bank.window("chromatin", tx, ty, w - 2 * pad, h - 2 * pad)
+        nuc_od = nuc[inner].astype(np.float32) * chromatin * (_NUC_SCALE * 0.75 / 255)
         nuc_od *= np.maximum(thick, 0.0)
         c1 += nuc_od
         if not self.ihc:
@@ -364,6 +380,6 @@ class SlideRenderer:
         else:
             big = self._outline(sel[pos], x0, y0, 1.08, rough[pos])
             self._fill(dab, big, inten[pos] * 255 / 1.6)
-        dab_od = dab.astype(np.float32) * (1.6 * 1.1 / 255)
+        dab_od = dab[inner].astype(np.float32) * (1.6 * 1.1 / 255)
         dab_od *= 0.75 + 0.25 * chromatin
         c2 += dab_od * np.maximum(thick, 0.0)
