@@ -84,9 +84,7 @@ def test_readers_agree_on_pixels_and_pixel_size(cohort, stain: str) -> None:
     with open_slide(path) as slide:
         assert slide.mpp == pytest.approx(0.5)
         assert slide.objective_power == pytest.approx(20)
-        np.testing.assert_array_equal(
-            slide.read_region((0, 0), 0, (SIZE, SIZE)), levels[0].asarray()
-        )
+        np.testing.assert_array_equal(slide.read_region((0, 0), 0, (SIZE, SIZE)), ref0)
     osr.close()
 
 
@@ -111,9 +109,8 @@ def test_pyramid_levels_are_downsampled_level0(cohort) -> None:
         l0, l1 = (lv.asarray() for lv in tf.series[0].levels[:2])
     small = cv2.resize(l0, (l1.shape[1], l1.shape[0]), interpolation=cv2.INTER_AREA)
     diff = np.abs(small.astype(int) - l1)
-    assert diff.mean() < 2.0, (
-        f"mean {diff.mean():.2f}, worst {diff.max()} at {np.unravel_index(diff.argmax(), diff.shape)}"
-    )
+    worst = np.unravel_index(diff.argmax(), diff.shape)
+    assert diff.mean() < 2.0, f"mean {diff.mean():.2f}, worst {diff.max()} at {worst}"
 
 
 def _digest(folder: Path) -> dict[str, str]:
@@ -160,7 +157,8 @@ def test_transform_round_trip_and_landmarks(cohort) -> None:
         np.testing.assert_allclose(back, pts, atol=1e-3)
         lm = truth.landmarks
         assert len(lm) >= 20
-        np.testing.assert_allclose(truth.map_he_to_ihc(lm[:, :2]), lm[:, 2:], atol=0.01)
+        # (written with two decimals)
+        np.testing.assert_allclose(truth.map_he_to_ihc(lm[:, :2]), lm[:, 2:], atol=0.02)
         # the warp is real: the affine part alone misses by pixels somewhere
         affine_only = lm[:, :2] @ truth.affine[:2, :2].T + truth.affine[:2, 2]
         assert np.abs(affine_only - lm[:, 2:]).max() > 1.0

@@ -231,4 +231,7 @@ def make_cells(
         m=morphology * 0.2 + rng.normal(0, 1, n_i),
         cell_scale=np.full(n_i, 1.5),
     )
-    return Cells.concat([tumour, stroma, immune])
+    cells = Cells.concat([tumour, stroma, immune])
+    # keep cells well inside the section: its edge is drawn ragged around tissue = 0.5
+    inside = layout.sample(layout.base[..., 0], cells.x, cells.y) > 0.75
+    return cells.take(np.flatnonzero(inside))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -142,6 +143,13 @@ def _render_task(
     return spec.case_id, stain, size
 
 
+def _can_spawn() -> bool:
+    """Whether worker processes can be spawned (not from code typed on standard input)."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    return path is None or Path(path).is_file()
+
+
 def _done(out_dir: Path, case_id: str) -> bool:
     he, ihc = _slide_paths(out_dir, case_id)
     return (
@@ -203,7 +211,7 @@ def make_cohort(
     done = 0
     if progress:
         progress(0, len(tasks))
-    if workers <= 1 or len(tasks) <= 1:
+    if workers <= 1 or len(tasks) <= 1 or not _can_spawn():
         for spec, stain in tasks:
             _render_task(spec, stain, str(root), False)
             done += 1

@@ -358,7 +358,7 @@ class SlideRenderer:
             self._fill(nuc, dots, np.full(len(dots), 1.45 * counter * 255 / _NUC_SCALE))
         chromatin = self.bank.window("chromatin", tx, ty, w - 2 * pad, h - 2 * pad)
         nuc_od = nuc[inner].astype(np.float32) * chromatin * (_NUC_SCALE * 0.75 / 255)
-        nuc_od *= np.maximum(thick, 0.0)
+        nuc_od *= np.maximum(thick, 1.0)  # cells are tissue; folds darken them
         c1 += nuc_od
         if not self.ihc:
             c2 += nuc_od * 0.3
@@ -382,4 +382,4 @@ class SlideRenderer:
             self._fill(dab, big, inten[pos] * 255 / 1.6)
         dab_od = dab[inner].astype(np.float32) * (1.6 * 1.1 / 255)
         dab_od *= 0.75 + 0.25 * chromatin
-        c2 += dab_od * np.maximum(thick, 0.0)
+        c2 += dab_od * np.maximum(thick, 1.0)
