@@ -155,7 +155,7 @@ def make_cells(
         rows = 2 if morphology > 0.8 else 1
         tx, ty, tangle, tgroup = _ring_cells(glands, 6.0 * s * crowd, rng, rows)
     else:
-        tx, ty, tgroup = _nest_cells(glands, 13.0 * s * crowd, rng)
+        tx, ty, tgroup = _nest_cells(glands, 16.5 * s * crowd, rng)
         tangle = rng.uniform(0, np.pi, len(tx))
     n_t = len(tx)
     n_groups = max(len(glands), 1)
@@ -167,8 +167,8 @@ def make_cells(
         ta, tb = 6.0 * s * size, 2.7 * s * size * rng.uniform(0.9, 1.25, n_t)
         cell_scale = np.full(n_t, 1.45)
     else:
-        ta, tb = 5.6 * s * size, 4.6 * s * size
-        cell_scale = np.full(n_t, 2.2)
+        ta, tb = 5.0 * s * size, 4.1 * s * size
+        cell_scale = np.full(n_t, 1.75)
     t_dark = 0.78 + 0.09 * m_t + rng.normal(0, 0.06, n_t)
     mitosis = rng.random(n_t) < 1 / (1 + np.exp(-(1.7 * m_t - 5.5)))
     nucleolus = rng.random(n_t) < 1 / (1 + np.exp(-(1.4 * m_t - 0.4)))

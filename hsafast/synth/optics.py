@@ -88,8 +88,8 @@ def random_style(kind: str, rng: np.random.Generator, variation: float = 1.0) ->
         float(np.exp(rng.normal(0.0, 0.12 * variation))),
         float(np.exp(rng.normal(0.0, 0.15 * variation))),
     )
-    glass = float(rng.uniform(0.015, 0.05))
-    tint = rng.normal(0.0, 0.006 * variation, 3)
+    glass = float(rng.uniform(0.01, 0.035))
+    tint = rng.normal(0.0, 0.0025 * variation, 3)
     return StainStyle(
         kind=kind,
         vectors=vectors,

@@ -269,8 +269,8 @@ class SlideRenderer:
             c2 += 0.012
         else:
             fib *= fib
-            np.multiply(fib, 0.36, out=c2)
-            c2 += 0.05
+            np.multiply(fib, 0.3, out=c2)
+            c2 += 0.07
             c2 *= w_str
             np.multiply(bank.window("fat", tx, ty, w, h), w_fat, out=tmp)
             tmp *= 0.4
@@ -343,8 +343,10 @@ class SlideRenderer:
             )
             if not self.ihc:
                 border = np.zeros((h, w), np.uint8)
-                self._fill(border, body, np.full(len(body), 60), outline=1)
-                c2 += border[inner].astype(np.float32) * (0.25 / 255)
+                self._fill(border, body, np.full(len(body), 255), outline=1)
+                edge = border[inner].astype(np.float32) * (1.0 / 255)
+                c2 += edge * 0.3
+                c1 += edge * 0.05
         # vesicular tumour nuclei: a paler interior with a darker rim
         interior = np.where(tumour & ~cells.mitosis[ci], 0.78, 1.0) * dark
         self._fill(nuc, pts, interior * counter * 255 / _NUC_SCALE)
@@ -357,11 +359,11 @@ class SlideRenderer:
             dots = np.rint((pts[spot] - centre) * 0.2 + centre).astype(np.int32)
             self._fill(nuc, dots, np.full(len(dots), 1.45 * counter * 255 / _NUC_SCALE))
         chromatin = self.bank.window("chromatin", tx, ty, w - 2 * pad, h - 2 * pad)
-        nuc_od = nuc[inner].astype(np.float32) * chromatin * (_NUC_SCALE * 0.75 / 255)
+        nuc_od = nuc[inner].astype(np.float32) * chromatin * (_NUC_SCALE * 0.62 / 255)
         nuc_od *= np.maximum(thick, 1.0)  # cells are tissue; folds darken them
         c1 += nuc_od
         if not self.ihc:
-            c2 += nuc_od * 0.3
+            c2 += nuc_od * 0.45
             return
         expr = self.model.expression
         inten = expr.intensity[ci]
