@@ -238,3 +238,46 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     case = read_manifest(tmp_path / "c" / "manifest.csv").cases[0]
     assert case.marker == "ki67"
     assert main(["synth", str(tmp_path / "d"), "--markers", "nope"]) == 1
+
+
+def test_pyramid_writer_streams_with_bounded_memory(tmp_path: Path) -> None:
+    """A 16k x 12k slide (576 MB of pixels) is written holding a small fraction of it."""
+    import tracemalloc
+
+    import openslide
+
+    from hsafast.synth.tiffwrite import write_pyramid
+
+    width, height = 16000, 12000
+    rng = np.random.default_rng(0)
+    import cv2
+
+    noise = cv2.GaussianBlur(rng.normal(0, 1, (1024, 1024, 3)).astype(np.float32), (0, 0), 6)
+    pattern = np.clip(128 + noise * (60 / noise.std()), 0, 255).astype(np.uint8)  # JPEG-friendly
+    calls: list[tuple[int, int, int, int]] = []
+
+    def render(x: int, y: int, w: int, h: int) -> np.ndarray:
+        calls.append((x, y, w, h))
+        return np.roll(pattern, (y % 97, x % 89), axis=(0, 1))[:h, :w]
+
+    tracemalloc.start()
+    try:
+        write_pyramid(tmp_path / "big.tif", width, height, render, mpp=0.25, quality=70)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 120e6, f"peak {peak / 1e6:.0f} MB"
+    assert max(w for _, _, w, _ in calls) <= 1000 and max(h for *_, h in calls) <= 512
+    assert [y for _, y, _, _ in calls] == sorted(y for _, y, _, _ in calls)  # strip order
+    osr = openslide.OpenSlide(str(tmp_path / "big.tif"))
+    assert osr.dimensions == (width, height)
+    assert float(osr.properties[openslide.PROPERTY_NAME_MPP_X]) == pytest.approx(0.25)
+    assert float(osr.properties[openslide.PROPERTY_NAME_OBJECTIVE_POWER]) == pytest.approx(40)
+    assert osr.level_downsamples[-1] >= 16
+    x, y = width - 300, height - 200
+    got = np.asarray(osr.read_region((x, y), 0, (300, 200)))[..., :3].astype(int)
+    want = np.roll(pattern, (y - y % 512) % 97, axis=0)  # the block that holds (x, y)
+    want = np.roll(want, ((x // 1000) * 1000) % 89, axis=1)
+    want = want[y % 512 : y % 512 + 200, x % 1000 : x % 1000 + 300].astype(int)
+    assert np.abs(got - want).mean() < 6  # the same content, through JPEG at quality 70
+    osr.close()
