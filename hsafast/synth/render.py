@@ -13,7 +13,6 @@ import cv2
 import numpy as np
 
 from hsafast.synth.cells import IMMUNE, TUMOUR
-from hsafast.synth.deform import bilinear
 from hsafast.synth.model import CaseModel
 from hsafast.synth.optics import compose, finish, packed_lut
 from hsafast.synth.textures import PERIOD, TextureBank, texture_bank
@@ -100,11 +99,13 @@ class SlideRenderer:
         planes += [layout.fibre[..., k] for k in range(4)]
         if self.ihc:
             planes.append((1.0 - layout.ihc[..., 0]) * (1.0 + 0.9 * layout.ihc[..., 1]))
-        return np.ascontiguousarray(np.stack(planes, -1).astype(np.float32))
+        return np.ascontiguousarray(np.stack(planes, 0).astype(np.float32))
 
     # -- geometry helpers ---------------------------------------------------------------
-    def _fields(self, x0: int, y0: int, w: int, h: int) -> np.ndarray:
+    def _fields(self, x0: int, y0: int, w: int, h: int, glass_ok: bool) -> np.ndarray | None:
         """The renderer's smooth fields at every pixel of the block, planar (C, h, w).
+
+        Returns None, when ``glass_ok``, for a block that holds no tissue at all.
 
         Fields are sampled exactly (through the inverse transform for IHC) on nodes
         every ``_FINE`` pixels and interpolated linearly in between: they vary over
@@ -129,13 +130,16 @@ class SlideRenderer:
         else:
             off = (k - 1) / 2
             px, py = np.meshgrid(ox + np.arange(gw) * k + off, oy + np.arange(gh) * k + off)
-        step = float(self.model.layout.step)
-        nodes = np.stack([px.ravel() / step - 0.5, py.ravel() / step - 0.5], 1)
-        coarse = bilinear(self.stack, nodes).astype(np.float32).reshape(gh, gw, -1)
-        out = self._buffer("fields", (coarse.shape[2], h, w))
+        scale = 1.0 / float(self.model.layout.step)
+        fx = (np.asarray(px, np.float64) * scale - 0.5).astype(np.float32)
+        fy = (np.asarray(py, np.float64) * scale - 0.5).astype(np.float32)
+        out = self._buffer("fields", (len(self.stack), h, w))
         full = self._buffer("resize", (gh * k, gw * k))
-        for channel in range(coarse.shape[2]):
-            cv2.resize(np.ascontiguousarray(coarse[..., channel]), (gw * k, gh * k), dst=full)
+        for channel, plane in enumerate(self.stack):
+            coarse = cv2.remap(plane, fx, fy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            if channel == 0 and glass_ok and float(coarse.max()) <= 0.0:
+                return None
+            cv2.resize(coarse, (gw * k, gh * k), dst=full)
             out[channel] = full[sy : sy + h, sx : sx + w]
         return out
 
@@ -205,7 +209,13 @@ class SlideRenderer:
             u = inv[0, 0] * dx + inv[0, 1] * dy
             v = inv[1, 0] * dx + inv[1, 1] * dy
             rho = np.hypot(u, v)
-            wobble = 1 + 0.04 * np.sin(3 * np.arctan2(v, u) + g * 1.7)
+            # 1 + 0.04 sin(3 theta + phase), without evaluating theta
+            cos_t = u / np.maximum(rho, 1e-9)
+            sin_t = v / np.maximum(rho, 1e-9)
+            sin3 = sin_t * (3 - 4 * sin_t * sin_t)
+            cos3 = cos_t * (4 * cos_t * cos_t - 3)
+            phase = g * 1.7
+            wobble = 1 + 0.04 * (sin3 * np.cos(phase) + cos3 * np.sin(phase))
             region = mask[by0 - y0 : by1 - y0, bx0 - x0 : bx1 - x0]
             region[rho < wobble] = 1
             lumen = self.gland_lumen[g]
@@ -232,13 +242,13 @@ class SlideRenderer:
         noise_up = bank.window("noise_up", tx, ty, w, h)
         noise_down = bank.window("noise_down", tx + 37, ty + 91, w, h)
         sel = self._cells_in(x0, y0, w, h)
-        f = self._fields(x0, y0, w, h)
-        thick = f[0]
-        if float(thick.max()) <= 0.0 and not len(sel):
+        f = self._fields(x0, y0, w, h, glass_ok=not len(sel))
+        if f is None:
             rgba = np.empty((h, w), np.uint32)
             rgba[:] = self.lut32[0]
             return finish(rgba.view(np.uint8).reshape(h, w, 4), self.style, noise_up, noise_down)
         # an irregular tissue edge: threshold the smooth tissue field with coarse noise
+        thick = f[0]
         fib = self._buffer("fib", (h, w))
         tmp = self._buffer("tmp", (h, w))
         np.multiply(thick, 8.0, out=tmp)
