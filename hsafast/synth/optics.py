@@ -96,7 +96,7 @@ def random_style(kind: str, rng: np.random.Generator, variation: float = 1.0) ->
         strength=strength,
         background_od=tuple(float(max(0.0, glass + t)) for t in tint),  # type: ignore[arg-type]
         blur_sigma=float(rng.uniform(0.45, 0.85)),
-        noise_sigma=float(rng.uniform(1.5, 3.0)),
+        noise_sigma=2.0,  # the texture bank's sensor noise (fixed: one bank per process)
         jpeg_quality=int(rng.integers(75, 91)),
     )
 

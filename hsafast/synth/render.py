@@ -48,7 +48,9 @@ class SlideRenderer:
         self.lut32 = packed_lut(self.lut)
         self.stack = self._stack(model)
         self._scratch: dict[tuple[str, tuple[int, ...]], np.ndarray] = {}
-        self.bank: TextureBank = texture_bank(round(1.0 / model.spec.mpp, 3))
+        self.bank: TextureBank = texture_bank(
+            round(1.0 / model.spec.mpp, 3), noise_sigma=self.style.noise_sigma
+        )
         seed = int(model.spec.seed[-1]) * 2 + int(self.ihc)
         rng = np.random.default_rng(seed)
         self.tex_offset = (int(rng.integers(PERIOD)), int(rng.integers(PERIOD)))
