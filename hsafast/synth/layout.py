@@ -222,7 +222,7 @@ def _glands(
     else:
         radius_um = rng.uniform(70, 130)
     radius = radius_um * px_per_um
-    spacing = radius * (2.25 if architecture == "glandular" else 2.15)
+    spacing = radius * (2.3 if architecture == "glandular" else 2.2)
     gy, gx = np.mgrid[0:height:spacing, 0:width:spacing]
     gx = gx.ravel() + rng.uniform(-0.25, 0.25, gx.size) * spacing
     gy = gy.ravel() + rng.uniform(-0.25, 0.25, gy.size) * spacing
@@ -240,4 +240,24 @@ def _glands(
         lumen = rng.uniform(0.35, 0.62, n) - 0.05 * np.clip(morphology, -2, 2)
     else:
         lumen = np.zeros(n)
-    return np.stack([gx, gy, a, b, angle, np.clip(lumen, 0, 0.8)], axis=1)
+    glands = np.stack([gx, gy, a, b, angle, np.clip(lumen, 0, 0.8)], axis=1)
+    return _without_overlaps(glands)
+
+
+def _without_overlaps(glands: np.ndarray, slack: float = 1.04) -> np.ndarray:
+    """Drop glands that would overlap one already kept (bounding circles, greedy)."""
+    if len(glands) < 2:
+        return glands
+    from scipy.spatial import cKDTree
+
+    radius = np.maximum(glands[:, 2], glands[:, 3])
+    tree = cKDTree(glands[:, :2])
+    keep = np.ones(len(glands), bool)
+    for i in range(len(glands)):
+        if not keep[i]:
+            continue
+        for j in tree.query_ball_point(glands[i, :2], 2 * radius.max() * slack):
+            if j > i and keep[j]:
+                gap = np.hypot(*(glands[j, :2] - glands[i, :2]))
+                keep[j] = gap >= (radius[i] + radius[j]) * slack
+    return glands[keep]
