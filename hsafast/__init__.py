@@ -54,6 +54,8 @@ _EXPORTS = {
     "RegistrationConfig": "hsafast.registration",
     "paired_tiles": "hsafast.registration",
     "load_registration": "hsafast.registration",
+    "make_cohort": "hsafast.synth",
+    "load_truth": "hsafast.synth",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
@@ -101,3 +103,4 @@ if TYPE_CHECKING:
         quantify,
         slide_label,
     )
+    from hsafast.synth import load_truth, make_cohort
