@@ -75,7 +75,7 @@ def test_ki67_index_cutoff(positive: int, label: str, binary: str) -> None:
     ("counts", "label", "aberrant", "binary"),
     [
         ([500, 450, 420, 300], "overexpression", "aberrant", "intermediate/high"),
-        ([500, 150, 40, 5], "wild-type", "wild-type", "intermediate/high"),
+        ([500, 150, 40, 5], "wild-type", "wild-type", "low"),
         ([500, 3, 0, 0], "null", "aberrant", "low"),
     ],
 )

@@ -28,7 +28,7 @@ def test_manifest_and_truth_files(cohort) -> None:
     manifest = read_manifest(cohort.manifest_path)
     assert [c.marker for c in manifest.cases] == ["ki67", "p53", "pdl1"]
     for case in manifest.cases:
-        assert case.label in {"low", "high"}
+        assert case.label in {"low", "intermediate/high"}
         assert case.he_path.name == f"{case.case_id}_HE.tif" and case.he_path.is_file()
         assert case.ihc_path.name == f"{case.case_id}_IHC.tif" and case.ihc_path.is_file()
         folder = cohort.out_dir / "truth" / case.case_id
@@ -195,10 +195,11 @@ def test_labels_follow_the_clinical_rules(cohort) -> None:
             tps = 100 * frac
             expect = "<1%" if tps < 1 else ("1-49%" if tps < 50 else ">=50%")
             assert lab["pdl1_class"] == expect
-            assert case.label == ("low" if tps < 1 else "high")
+            assert case.label == ("low" if tps < 1 else "intermediate/high")
         else:
             assert lab["p53_pattern"] in {"wild-type", "overexpression", "null"}
-            assert case.label == ("high" if lab["p53_pattern"] == "overexpression" else "low")
+            high = lab["p53_pattern"] == "overexpression"
+            assert case.label == ("intermediate/high" if high else "low")
 
 
 def test_bad_input_raises_clear_errors(tmp_path: Path) -> None:

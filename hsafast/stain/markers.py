@@ -172,7 +172,9 @@ BUILTIN: dict[str, Marker] = {
         compartment="nuclear",
         rule="p53",
         classes=("wild-type", "overexpression", "null"),
-        binary={"null": "low", "wild-type": _HIGH, "overexpression": _HIGH},
+        # Expression level: only diffuse strong staining is high; the heterogeneous
+        # weak-to-moderate wild-type pattern and the null pattern are low.
+        binary={"null": "low", "wild-type": "low", "overexpression": _HIGH},
         groupings={
             "aberrant": {"wild-type": "wild-type", "overexpression": "aberrant", "null": "aberrant"}
         },

@@ -174,7 +174,7 @@ def make_cohort(
 ) -> Cohort:
     """Simulate ``n_cases`` paired H&E/IHC cases into ``out_dir``.
 
-    Writes ``manifest.csv`` (labels ``"low"``/``"high"``), ``slides/<case>_HE.tif`` and
+    Writes ``manifest.csv`` (labels ``"low"``/``"intermediate/high"``), ``slides/<case>_HE.tif`` and
     ``<case>_IHC.tif`` (pyramidal JPEG TIFF, ``mpp`` um/px at level 0), and
     ``truth/<case>/`` (see :mod:`hsafast.synth.truth`). Cases cycle through ``markers``;
     ``predictability`` in [0, 1] sets how strongly H&E morphology determines

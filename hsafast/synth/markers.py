@@ -5,10 +5,12 @@ is the cell's visible morphological state, ``u`` an independent state with the s
 case/gland/cell structure, and ``p`` the cohort's ``predictability``. With ``p = 0``
 expression (and so every label) is independent of anything H&E shows.
 
-Binary labels use the strings ``"low"`` and ``"high"`` (the paper's "low" versus
-"intermediate/high expression"): Ki-67 index >= cut-off, P53 overexpression, and
-PD-L1 TPS >= 1% are ``"high"``. The P53 null pattern (no tumour expression) is
-``"low"`` by that expression reading; ``labels.json`` records it as aberrant too.
+Binary labels are the paper's ``"low"`` versus ``"intermediate/high"`` expression,
+mapped from the clinical class by the built-in marker definitions of
+:mod:`hsafast.stain.markers` (one mapping for truth and for stain-derived labels):
+Ki-67 index >= cut-off, P53 overexpression, and PD-L1 TPS >= 1% are
+``"intermediate/high"``; the P53 wild-type and null patterns are ``"low"``, and
+``labels.json`` records whether the P53 pattern is aberrant.
 """
 
 from __future__ import annotations
@@ -145,7 +147,7 @@ def clinical_labels(
             ki67_cutoff=round(100 * ki67_cutoff, 4),
             ki67_class="high" if frac >= ki67_cutoff else "low",
         )
-        out["label"] = out["ki67_class"]
+        out["label"] = binary_label("ki67", out["ki67_class"])
     elif marker == "p53":
         strong = int((tumour & expr.positive & (expr.intensity >= P53_STRONG)).sum())
         controls = (cells.kind != TUMOUR) & present
@@ -162,7 +164,7 @@ def clinical_labels(
             p53_internal_control_positive=control_pos,
             p53_aberrant=pattern != "wild-type",
         )
-        out["label"] = "high" if pattern == "overexpression" else "low"
+        out["label"] = binary_label("p53", pattern)
     elif marker == "pdl1":
         immune_pos = int(((cells.kind == IMMUNE) & present & expr.positive).sum())
         tps = 100 * frac
@@ -171,5 +173,12 @@ def clinical_labels(
             pdl1_cps=round(min(100.0, 100 * (pos_t + immune_pos) / n_t) if n_t else 0.0, 4),
             pdl1_class=pdl1_class(tps),
         )
-        out["label"] = "low" if tps < 1.0 else "high"
+        out["label"] = binary_label("pdl1", out["pdl1_class"])
     return out
+
+
+def binary_label(marker: str, clinical_class: str) -> str:
+    """The paper's binary label of a clinical class, as the stain markers define it."""
+    from hsafast.stain.markers import get_marker
+
+    return get_marker(marker).binary[clinical_class]
