@@ -6,7 +6,9 @@
 
 Every row pools the same bag with the same head in the same process; the table gives each
 peer's median time and its ratio to hsafast. The "matmul alone" rows are the floor: the
-h @ [V; U]^T product that every implementation has to do.
+h @ [V; U]^T product that every implementation has to do. On CUDA the table names each hsafast
+path (projection by cuBLAS or by hsafast's tensor-core kernel; one-pass or three-kernel
+epilogue) and which one `gated_attention_pool` takes by default.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -133,8 +136,8 @@ def _interleaved(
 def run_cuda(a: argparse.Namespace) -> Table:
     import torch
 
+    from hsafast.pooling import cuda as pc
     from hsafast.pooling import gated_attention_pool
-    from hsafast.pooling.cuda import pool_state_cuda
     from hsafast.pooling.engines import cuda_built
     from hsafast.pooling.reference import gated_attention_pool_torch
 
@@ -145,41 +148,69 @@ def run_cuda(a: argparse.Namespace) -> Table:
     h_np, params = _bag(n, a.dim, a.hidden)
     h = torch.from_numpy(h_np).to("cuda", torch.bfloat16)
     w_t = torch.from_numpy(params.stacked()).to("cuda", torch.bfloat16)
+    z = h @ w_t.T
 
-    peers: list[tuple[str, Callable[[], object]]] = []
+    # estimated HBM traffic of each path (bytes): h and Z = h @ [V; U]^T in bf16
+    h_bytes, z_bytes = 2.0 * n * a.dim, 2.0 * n * 2 * a.hidden
+    traffic = {
+        "cublas": h_bytes + 2 * z_bytes + h_bytes,  # GEMM reads h, writes Z; epilogue reads both
+        "tensor-cores": 2 * h_bytes,  # projection reads h (slabs share it in L2), then the sum
+        "epilogue": z_bytes + h_bytes,
+    }
+    default = f"{pc.DEFAULT_PROJECTION} + {pc.DEFAULT_EPILOGUE}"
+    peers: list[tuple[str, Callable[[], object], float]] = []
     if cuda_built():
         peers.append(
-            ("hsafast fused kernel", lambda: pool_state_cuda(h, params, projection="tensor-cores"))
-        )
-        peers.append(
             (
-                "cuBLAS GEMM + hsafast epilogue",
-                lambda: pool_state_cuda(h, params, projection="cublas"),
+                f"hsafast gated_attention_pool, auto ({default})",
+                lambda: gated_attention_pool(h, params),
+                traffic[pc.DEFAULT_PROJECTION],
             )
         )
         peers.append(
-            ("hsafast gated_attention_pool", lambda: gated_attention_pool(h, params, engine="cuda"))
+            (
+                "  same, return_weights=True",
+                lambda: gated_attention_pool(h, params, return_weights=True),
+                traffic[pc.DEFAULT_PROJECTION] + 8.0 * n,
+            )
         )
-    peers.append(("eager PyTorch (bf16)", lambda: gated_attention_pool_torch(h, params)))
+        for proj in pc.PROJECTIONS:
+            for epi in pc.EPILOGUES:
+                peers.append(
+                    (
+                        f"hsafast state: {proj} projection + {epi} epilogue",
+                        partial(pc.pool_state_cuda, h, params, projection=proj, epilogue=epi),
+                        traffic[proj],
+                    )
+                )
+        for epi in pc.EPILOGUES:
+            peers.append(
+                (
+                    f"hsafast {epi} epilogue alone (Z given)",
+                    partial(pc.pool_state_cuda, h, params, epilogue=epi, z=z),
+                    traffic["epilogue"],
+                )
+            )
+    peers.append(("eager PyTorch (bf16)", lambda: gated_attention_pool_torch(h, params), 0.0))
     try:
         compiled = torch.compile(gated_attention_pool_torch)
         compiled(h, params)
-        peers.append(("torch.compile (bf16)", lambda: compiled(h, params)))
+        peers.append(("torch.compile (bf16)", lambda: compiled(h, params), 0.0))
     except Exception as exc:  # any compiler failure just drops the peer
         print(f"torch.compile unavailable: {type(exc).__name__}: {exc}")
-    peers.append(("matmul alone (bf16)", lambda: h @ w_t.T))
+    peers.append(("matmul alone (bf16, cuBLAS)", lambda: h @ w_t.T, h_bytes + z_bytes))
 
     flops = 2.0 * n * a.dim * 2 * a.hidden + 4.0 * n * a.hidden + 2.0 * n * a.dim
     min_bytes = 2.0 * n * a.dim + 2.0 * 2 * a.hidden * a.dim
     table = Table(
         "pool_cuda",
-        ["implementation", "median ms", "x hsafast", "TFLOP/s", "GB/s (h once)"],
+        ["implementation", "median ms", "x hsafast", "TFLOP/s", "GB/s (h once)", "GB/s (est.)"],
     )
-    times = {name: _cuda_median(fn, repeats) for name, fn in peers}
+    times = {name: _cuda_median(fn, repeats) for name, fn, _ in peers}
     base = times[peers[0][0]]
-    for name, _ in peers:
+    for name, _, nbytes in peers:
         t = times[name]
-        table.add(name, t * 1e3, t / base, flops / t / 1e12, min_bytes / t / 1e9)
+        table.add(name, t * 1e3, t / base, flops / t / 1e12, min_bytes / t / 1e9, nbytes / t / 1e9)
     table.notes.update(
         n=n,
         dim=a.dim,
@@ -189,8 +220,12 @@ def run_cuda(a: argparse.Namespace) -> Table:
         gpu=torch.cuda.get_device_name(),
         flops=flops,
         min_bytes=min_bytes,
-        fused_kernel_bytes=2 * 2.0 * n * a.dim,
-        note="the fused kernel reads h twice: once for the projection, once for the weighted sum",
+        default_path=default,
+        note=(
+            "'auto' is the public call (pooled vector, one 4-byte read-back for the NaN check); "
+            "'state' rows launch the kernels only; 'epilogue alone' is everything after the "
+            "projection; GB/s (est.) counts the path's estimated HBM traffic (0: not estimated)"
+        ),
     )
     return table
 

@@ -133,7 +133,8 @@ void init_pooling(py::module_& m) {
       [](uintptr_t h, int64_t ldh, int dtype, int64_t n, int64_t dim, uintptr_t weights,
          uintptr_t bias_v, uintptr_t bias_u, uintptr_t w, float bias_w, int64_t hidden,
          uintptr_t workspace, int64_t workspace_bytes, uintptr_t logits, uintptr_t state,
-         uintptr_t stream, uintptr_t z, int64_t ldz) {
+         uintptr_t stream, uintptr_t z, int64_t ldz, int epilogue, uintptr_t pooled,
+         uintptr_t weights_out, uintptr_t status) {
         hsafast::cuda::PoolArgs a{};
         a.h = reinterpret_cast<const void*>(h);
         a.ldh = ldh;
@@ -152,6 +153,10 @@ void init_pooling(py::module_& m) {
         a.state = reinterpret_cast<double*>(state);
         a.z = reinterpret_cast<const void*>(z);
         a.ldz = ldz;
+        a.epilogue = epilogue;
+        a.pooled = reinterpret_cast<float*>(pooled);
+        a.weights_out = reinterpret_cast<float*>(weights_out);
+        a.status = reinterpret_cast<int*>(status);
         std::string err;
         {
           py::gil_scoped_release release;
@@ -163,10 +168,15 @@ void init_pooling(py::module_& m) {
       py::arg("weights"), py::arg("bias_v"), py::arg("bias_u"), py::arg("w"), py::arg("bias_w"),
       py::arg("hidden"), py::arg("workspace"), py::arg("workspace_bytes"), py::arg("logits"),
       py::arg("state"), py::arg("stream"), py::arg("z") = 0, py::arg("ldz") = 0,
+      py::arg("epilogue") = 1, py::arg("pooled") = 0, py::arg("weights_out") = 0,
+      py::arg("status") = 0,
       "Gated-attention pooling on the GPU from raw device pointers: h (n x dim, row stride "
       "ldh, dtype 0 bf16 / 1 fp16), weights [V; U] (2H x dim, same dtype), fp32 biases and w; "
       "writes the float64 state [m, s, acc(dim)] and, when logits != 0, the fp32 logits. "
       "With z != 0 (Z = h @ [V; U]^T, n x 2H, row stride ldz, same dtype) the tensor-core "
-      "projection is skipped.");
+      "projection is skipped. epilogue 1 is the one-pass epilogue, 0 the three-kernel one. "
+      "Optional outputs: pooled (dim fp32, acc / s), weights_out (n fp32 softmax weights, "
+      "needs logits, may be the same buffer) and status (int32, 1 when the state is not "
+      "finite).");
 #endif
 }

@@ -30,6 +30,12 @@ struct PoolArgs {
   // the gate epilogue, the softmax partials and the merge run.
   const void* z = nullptr;
   int64_t ldz = 0;
+  // 1: the one-pass epilogue (logits, block softmax state and weighted sum in one kernel, then
+  // a parallel merge); 0: the original three-kernel epilogue, kept for comparison.
+  int epilogue = 1;
+  float* pooled = nullptr;       // (dim) or null: acc / s as float32
+  float* weights_out = nullptr;  // (n) or null: softmax weights; needs logits (may alias it)
+  int* status = nullptr;         // or null: set to 0, then 1 if the state is not finite
 };
 
 // Scratch the kernels need for these sizes (partial logits and per-block softmax states).

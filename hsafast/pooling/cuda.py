@@ -1,7 +1,14 @@
-"""GPU pooling through the fused CUDA kernel, handed raw device pointers of torch tensors.
+"""GPU pooling through the fused CUDA kernels, handed raw device pointers of torch tensors.
 
-The extension never links libtorch: PyTorch allocates (its caching allocator), the kernel
-only reads and writes the memory it is pointed at, on PyTorch's current stream.
+The extension never links libtorch: PyTorch allocates (its caching allocator), the kernels
+only read and write the memory they are pointed at, on PyTorch's current stream.
+
+Two choices, each a module constant so that the default can follow measurements:
+- PROJECTION, how h @ [V; U]^T is computed: "cublas" (PyTorch's GEMM into an N x 2H buffer,
+  then the gate epilogue reads it back) or "tensor-cores" (inside hsafast's WMMA kernel, no
+  N x 2H buffer).
+- EPILOGUE, what runs after it: "one-pass" (logits, block softmax states and the weighted sum
+  in one kernel, then a parallel merge) or "three-kernel" (the first version, kept to compare).
 """
 
 from __future__ import annotations
@@ -18,38 +25,57 @@ log = logging.getLogger("hsafast.pooling")
 
 _DTYPE_CODES = {"torch.bfloat16": 0, "torch.float16": 1}
 
-#: How the CUDA path computes h @ [V; U]^T: "tensor-cores" (inside the fused kernel, h read
-#: once for it) or "cublas" (PyTorch's GEMM into an N x 2H buffer, then the fused epilogue).
-PROJECTIONS = ("tensor-cores", "cublas")
-DEFAULT_PROJECTION = "tensor-cores"
+PROJECTIONS = ("cublas", "tensor-cores")
+#: cuBLAS's Hopper GEMM ran at about 600 TFLOP/s on an H200 where the WMMA kernel reached
+#: about 140-175: the GEMM plus the one-pass epilogue is predicted the faster path.
+DEFAULT_PROJECTION = "cublas"
+#: Above this size of the N x 2H projection buffer, the tensor-core kernel (which needs none)
+#: is used by default instead of cuBLAS.
+MAX_PROJECTION_BYTES = 2 << 30
+
+EPILOGUES = ("one-pass", "three-kernel")
+DEFAULT_EPILOGUE = "one-pass"
+_EPILOGUE_CODES = {"three-kernel": 0, "one-pass": 1}
+
+
+def choose_projection(n: int, hidden: int) -> str:
+    """The projection used when none is given: DEFAULT_PROJECTION unless its buffer is huge."""
+    if DEFAULT_PROJECTION == "cublas" and n * 2 * hidden * 2 > MAX_PROJECTION_BYTES:
+        return "tensor-cores"
+    return DEFAULT_PROJECTION
 
 
 def _device_params(params: GatedAttentionParams, device: Any, dtype: Any) -> dict[str, Any]:
     import torch
 
     key = f"cuda-kernel:{device}:{dtype}"
-    if key not in params._cache:
-        params._cache[key] = {
-            "weights": torch.from_numpy(params.stacked()).to(device=device, dtype=dtype),
+    cached = params._cache.get(key)
+    if cached is None:
+        weights = torch.from_numpy(params.stacked()).to(device=device, dtype=dtype)
+        cached = params._cache[key] = {
+            "weights": weights,
+            "weights_t": weights.t(),
             "bV": torch.from_numpy(params.bV).to(device),
             "bU": torch.from_numpy(params.bU).to(device),
             "w": torch.from_numpy(params.w).to(device),
         }
-    return params._cache[key]
+    return cached
 
 
-def pool_state_cuda(
+def _launch_pool(
     h: Any,
     params: GatedAttentionParams,
-    want_logits: bool = False,
-    projection: str | None = None,
-) -> tuple[Any, Any]:
-    """(state, logits) of all rows of the CUDA tensor h, both on the device.
-
-    state is float64 [m, s, acc(D)]; logits float32 (N) or None. float32 input is rounded to
-    bfloat16 first: the kernel runs its matrix products on tensor cores in 16-bit.
-    `projection` is one of PROJECTIONS (default DEFAULT_PROJECTION).
-    """
+    *,
+    want_logits: bool,
+    want_weights: bool,
+    want_pooled: bool,
+    projection: str | None,
+    epilogue: str | None,
+    z: Any = None,
+) -> dict[str, Any]:
+    """Launches the kernels (asynchronously) and returns the device tensors they fill:
+    state (float64 D + 2), and when asked pooled (float32 D), logits or weights (float32 N),
+    status (int32, 1 when the state is not finite)."""
     import torch
 
     from hsafast import _core
@@ -63,20 +89,36 @@ def pool_state_cuda(
     if h.stride(-1) != 1:  # any row stride and alignment is fine; columns must be packed
         h = h.contiguous()
     n, dim = int(h.shape[0]), int(h.shape[1])
-    with torch.cuda.device(h.device):
-        p = _device_params(params, h.device, h.dtype)
+    projection = projection or choose_projection(n, params.hidden)
+    if projection not in PROJECTIONS:
+        raise PoolingError(f"unknown projection {projection!r}; expected one of {PROJECTIONS}")
+    epilogue = epilogue or DEFAULT_EPILOGUE
+    if epilogue not in _EPILOGUE_CODES:
+        raise PoolingError(f"unknown epilogue {epilogue!r}; expected one of {EPILOGUES}")
+    device = h.device
+    with torch.cuda.device(device):
+        p = _device_params(params, device, h.dtype)
+        # the GEMM goes first, so that the allocations below overlap with it on the GPU; it
+        # runs on the same stream, so its buffer outlives its use by the kernels
+        if z is None and projection == "cublas":
+            z = torch.mm(h, p["weights_t"])
+        if z is not None and (z.dtype != h.dtype or z.shape != (n, 2 * params.hidden)):
+            raise PoolingError(f"the projection must be {h.dtype} ({n}, {2 * params.hidden})")
+        if z is not None and z.stride(-1) != 1:
+            z = z.contiguous()
         nbytes = int(_core.pool_cuda_workspace_bytes(n, dim, params.hidden))
-        workspace = torch.empty(max(nbytes, 1), dtype=torch.uint8, device=h.device)
-        state = torch.empty(dim + 2, dtype=torch.float64, device=h.device)
-        logits = torch.empty(n, dtype=torch.float32, device=h.device) if want_logits else None
-        stream = torch.cuda.current_stream(h.device).cuda_stream
-        projection = projection or DEFAULT_PROJECTION
-        if projection not in PROJECTIONS:
-            raise PoolingError(f"unknown projection {projection!r}; expected one of {PROJECTIONS}")
-        # the GEMM runs on the same stream, so the buffer outlives its use by the kernels
-        z = h @ p["weights"].T if projection == "cublas" else None
+        out: dict[str, Any] = {
+            "workspace": torch.empty(max(nbytes, 1), dtype=torch.uint8, device=device),
+            "state": torch.empty(dim + 2, dtype=torch.float64, device=device),
+        }
+        if want_pooled:
+            out["pooled"] = torch.empty(dim, dtype=torch.float32, device=device)
+            out["status"] = torch.empty(1, dtype=torch.int32, device=device)
+        if want_logits or want_weights:  # the weights overwrite the logits in place
+            out["logits"] = torch.empty(n, dtype=torch.float32, device=device)
+        stream = torch.cuda.current_stream(device).cuda_stream
         try:
-            _launch(
+            _core.pool_cuda(
                 h.data_ptr(),
                 h.stride(0) if n > 1 else dim,
                 code,
@@ -88,23 +130,78 @@ def pool_state_cuda(
                 p["w"].data_ptr(),
                 params.b_w,
                 params.hidden,
-                workspace.data_ptr(),
+                out["workspace"].data_ptr(),
                 nbytes,
-                0 if logits is None else logits.data_ptr(),
-                state.data_ptr(),
+                out["logits"].data_ptr() if "logits" in out else 0,
+                out["state"].data_ptr(),
                 stream,
                 0 if z is None else z.data_ptr(),
                 0 if z is None else z.stride(0),
+                _EPILOGUE_CODES[epilogue],
+                out["pooled"].data_ptr() if want_pooled else 0,
+                out["logits"].data_ptr() if want_weights else 0,
+                out["status"].data_ptr() if want_pooled else 0,
             )
         except RuntimeError as exc:
             raise PoolingError(f"CUDA pooling kernel failed: {exc}") from exc
-    return state, logits
+        out["z"] = z  # keeps the projection buffer alive until the caller drops the result
+    return out
 
 
-def _launch(*args: Any) -> None:
-    from hsafast import _core
+def pool_state_cuda(
+    h: Any,
+    params: GatedAttentionParams,
+    want_logits: bool = False,
+    projection: str | None = None,
+    epilogue: str | None = None,
+    z: Any = None,
+) -> tuple[Any, Any]:
+    """(state, logits) of all rows of the CUDA tensor h, both on the device, not synchronised.
 
-    _core.pool_cuda(*args)  # raw pointers: h, weights, biases, workspace, logits, state
+    state is float64 [m, s, acc(D)]; logits float32 (N) or None. float32 input is rounded to
+    bfloat16 first: the kernels run their matrix products on tensor cores in 16-bit.
+    `projection` is one of PROJECTIONS (default: choose_projection), `epilogue` one of
+    EPILOGUES (default DEFAULT_EPILOGUE); `z`, a precomputed h @ [V; U]^T (N x 2H, the dtype
+    of h), skips the projection.
+    """
+    out = _launch_pool(
+        h,
+        params,
+        want_logits=want_logits,
+        want_weights=False,
+        want_pooled=False,
+        projection=projection,
+        epilogue=epilogue,
+        z=z,
+    )
+    return out["state"], out.get("logits")
+
+
+def pool_cuda(
+    h: Any,
+    params: GatedAttentionParams,
+    return_weights: bool = False,
+    projection: str | None = None,
+    epilogue: str | None = None,
+) -> Any:
+    """Pooled embedding (float32 D, on h's device) and optionally the weights (float32 N).
+
+    The kernels write the pooled vector, the weights and a non-finite flag themselves, so the
+    only host round trip is reading that flag (one 4-byte copy, which waits for the kernels).
+    Raises PoolingError when h holds NaN or Inf.
+    """
+    out = _launch_pool(
+        h,
+        params,
+        want_logits=False,
+        want_weights=return_weights,
+        want_pooled=True,
+        projection=projection,
+        epilogue=epilogue,
+    )
+    if int(out["status"].item()) != 0:
+        raise PoolingError("h contains NaN or Inf (the pooled state is not finite)")
+    return (out["pooled"], out["logits"]) if return_weights else out["pooled"]
 
 
 def check_state(state: np.ndarray) -> None:

@@ -25,7 +25,8 @@ def gated_attention_pool(
     rows, result = sum_i weights_i h_i. `h` is an N x D NumPy array or torch tensor (CuPy
     arrays are taken as torch tensors, zero copy); the result (float32, D) is of the same kind,
     on the same device; with `return_weights` a pair (pooled, weights (N)). `engine` is "auto"
-    (the CUDA kernel for CUDA tensors when built, else the native CPU kernel), "cpu", "cuda" or
+    (the CUDA kernels for CUDA tensors when built, on the path predicted fastest,
+    hsafast.pooling.cuda.choose_projection; else the native CPU kernel), "cpu", "cuda" or
     "torch" (the eager reference); `chunk` is the rows per CPU chunk. Raises PoolingError on
     empty, mis-shaped or non-finite input.
     """
@@ -65,15 +66,6 @@ def _pool_torch(h: Any, params: GatedAttentionParams, return_weights: bool) -> A
 
 
 def _pool_cuda(h: Any, params: GatedAttentionParams, return_weights: bool) -> Any:
-    import torch
+    from hsafast.pooling.cuda import pool_cuda
 
-    from hsafast.pooling.cuda import pool_state_cuda
-
-    state, logits = pool_state_cuda(h, params, return_weights)
-    m, s = state[0], state[1]
-    if not bool(torch.isfinite(state).all()):
-        raise PoolingError("h contains NaN or Inf (the pooled state is not finite)")
-    pooled = (state[2:] / s).float()
-    if not return_weights:
-        return pooled
-    return pooled, (torch.exp(logits.double() - m) / s).float()
+    return pool_cuda(h, params, return_weights)
