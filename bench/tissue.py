@@ -122,11 +122,9 @@ def histolab_masker() -> Callable[[np.ndarray], np.ndarray] | None:
 
 def load_inputs(quick: bool) -> list[tuple[str, str, np.ndarray, float | None, float, Path | None]]:
     """(name, label, rgb, mask mpp or None, level-0 px per image px, slide) per input image."""
-    import math
 
     import hsafast
-    from hsafast.errors import MissingPixelSizeError
-    from hsafast.tissue import TissueConfig
+    from hsafast.tissue import TissueConfig, working_image
 
     config = TissueConfig()
     inputs = []
@@ -135,18 +133,9 @@ def load_inputs(quick: bool) -> list[tuple[str, str, np.ndarray, float | None, f
         inputs.append(("tcga_level1", "TCGA level 1", level, None, tcga.level_downsamples[1], None))
     for name, rel, mpp, label in IMAGES[:3] if quick else IMAGES:
         with hsafast.open_slide(ROOT / rel, mpp=mpp) as slide:
-            width, height = slide.dimensions
-            try:
-                mpp0: float | None = slide.mpp
-            except MissingPixelSizeError:
-                mpp0 = None
-            longest = max(width, height)
-            side = min(config.max_side, longest)
-            if mpp0 is not None:
-                side = min(side, math.ceil(longest * mpp0 / config.mpp))
-            rgb, _ = slide.thumbnail(side)
-        ds = width / rgb.shape[1]
-        inputs.append((name, label, rgb, None if mpp0 is None else mpp0 * ds, ds, ROOT / rel))
+            rgb, mask_mpp, _ = working_image(slide, config)
+            ds = slide.dimensions[0] / rgb.shape[1]
+        inputs.append((name, label, rgb, mask_mpp, ds, ROOT / rel))
     return inputs
 
 

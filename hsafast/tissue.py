@@ -394,29 +394,40 @@ def detect_tissue(
         with open_slide(slide) as opened:
             return detect_tissue(opened, config)
     config = config or TissueConfig()
-    width, height = slide.dimensions
-    try:
-        mpp0: float | None = slide.mpp
-    except MissingPixelSizeError:
-        mpp0 = None
-    longest = max(width, height)
-    if mpp0 is not None:
-        side = min(config.max_side, longest, math.ceil(longest * mpp0 / config.mpp))
-    else:
-        side = min(config.max_side, longest)
+    rgb, mask_mpp, mpp0 = working_image(slide, config)
+    if mpp0 is None:
         log.warning(
             "%s: no pixel size recorded; tissue sizes are in pixel units (a mask pixel is "
             "taken as %g um)",
             slide.path,
             config.mpp,
         )
-    rgb, _ = slide.thumbnail(max(side, 1))
-    mask_mpp = None if mpp0 is None else mpp0 * width / rgb.shape[1]
     return detect_tissue_image(
         rgb,
         mask_mpp,
         config,
         slide_path=slide.path,
-        level0_size=(width, height),
+        level0_size=slide.dimensions,
         slide_mpp=mpp0,
     )
+
+
+def working_image(
+    slide: Slide, config: TissueConfig
+) -> tuple[np.ndarray, float | None, float | None]:
+    """The low-resolution image tissue is detected on: (RGB, its um/px, level-0 um/px).
+
+    Read at ``config.mpp`` um/px, at most ``config.max_side`` pixels on the longer
+    side; both pixel sizes are None when the slide records none.
+    """
+    width, height = slide.dimensions
+    try:
+        mpp0: float | None = slide.mpp
+    except MissingPixelSizeError:
+        mpp0 = None
+    longest = max(width, height)
+    side = min(config.max_side, longest)
+    if mpp0 is not None:
+        side = min(side, math.ceil(longest * mpp0 / config.mpp))
+    rgb, _ = slide.thumbnail(max(side, 1))
+    return rgb, None if mpp0 is None else mpp0 * width / rgb.shape[1], mpp0
