@@ -204,7 +204,9 @@ def synth_validation(
     from hsafast.synth import make_cohort
 
     every_cell = QuantifyConfig(
-        cells=CellConfig(tumour_min_area_um2=0, tumour_min_width_um=0, tumour_min_neighbours=0)
+        cells=CellConfig(
+            tumour_min_area_um2=0, tumour_min_width_um=0, tumour_min_fill=0, tumour_min_neighbours=0
+        )
     )
     with contextlib.ExitStack() as stack:
         root = out_dir or Path(stack.enter_context(tempfile.TemporaryDirectory()))

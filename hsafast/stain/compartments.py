@@ -9,16 +9,19 @@ LoG approximation that costs two separable filters and one maximum filter).
   DAB-positive nucleus carries little hematoxylin); a nucleus is graded by the
   mean DAB within 0.7 radius of its centre against the 1+/2+/3+ thresholds.
 * Membranous markers (PD-L1): nuclei are blobs of hematoxylin alone; a cell is
-  positive when DAB-positive pixels cover at least ``ring_coverage`` of a ring
-  just outside the nucleus (partial or complete membrane staining, as the
-  tumour proportion score counts it); its grade is the ring's upper-quartile DAB.
+  positive when DAB-positive pixels lie in at least ``ring_coverage`` of the
+  circumference of a ring just outside its own nucleus (partial or complete
+  membrane staining, as the tumour proportion score counts it); its grade is the
+  mean DAB of the ring's stained pixels.
 
 Clinical scores count tumour cells only (Ki-67 index, P53 pattern, PD-L1 TPS).
 Without a trained classifier, cells are called tumour-like from the size and
 width of their nucleus (a watershed basin of the nuclear stain, cut at half its
-peak): carcinoma nuclei are large (>= ~60 um^2) and wide (>= ~6.5 um), while
+peak): carcinoma nuclei are large (>= ~50 um^2) and wide (>= ~5.5 um), while
 lymphocytes are small and round (~30-45 um^2) and fibroblasts are thin spindles
-(< ~5 um wide). Setting both limits to zero scores every detected cell.
+(< ~5 um wide); a nucleus must also be about elliptical (touching nuclei merged into
+one blob are not) and lie among other tumour-like nuclei. Setting the limits to zero
+scores every detected cell.
 """
 
 from __future__ import annotations
@@ -51,6 +54,9 @@ class CellConfig:
     """Least nucleus area (um^2, at half the peak stain) of a tumour-like cell."""
     tumour_min_width_um: float = 5.5
     """Least nucleus width (minor axis, um) of a tumour-like cell."""
+    tumour_min_fill: float = 0.85
+    """Least ellipse fill (area / area of the moment ellipse) of a tumour-like nucleus:
+    touching nuclei that merged into one blob are not elliptical."""
     tumour_min_neighbours: int = 2
     """Least number of other tumour-like cells within ``tumour_neighbour_um``."""
     tumour_neighbour_um: float = 25.0
@@ -63,7 +69,7 @@ class CellConfig:
             raise InvalidParameterError(
                 "tumour neighbours: a count >= 0 within a positive distance"
             )
-        for name in ("tumour_min_area_um2", "tumour_min_width_um"):
+        for name in ("tumour_min_area_um2", "tumour_min_width_um", "tumour_min_fill"):
             v = getattr(self, name)
             if not (np.isfinite(v) and v >= 0):
                 raise InvalidParameterError(f"{name} must be zero or positive")
@@ -135,13 +141,14 @@ def find_nuclei(
 
 def nucleus_shapes(
     nuclear: np.ndarray, xy: np.ndarray, radius_px: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Area (pixels) and width (minor-axis length, pixels) of the nucleus at each centre.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Area (pixels), width (minor-axis length, pixels) and ellipse fill of each nucleus.
 
     Each nucleus is its watershed basin of the lightly smoothed nuclear stain, cut
     at half the basin's peak (a full width at half maximum, which does not depend
     on how dark the stain is); width is the minor axis of the basin's
-    second-moment ellipse (4 sqrt(smaller eigenvalue)).
+    second-moment ellipse (4 sqrt(smaller eigenvalue)); fill is the area over that
+    ellipse's area (1 for an elliptical nucleus, ~0.85 or less for two touching ones).
     """
     import cv2
     from scipy import ndimage
@@ -149,7 +156,7 @@ def nucleus_shapes(
 
     n = len(xy)
     if n == 0:
-        return np.empty(0), np.empty(0)
+        return np.empty(0), np.empty(0), np.empty(0)
     h, w = nuclear.shape
     sm = cv2.GaussianBlur(nuclear.astype(np.float32), (0, 0), max(radius_px / 6.0, 0.7))
     peak = cv2.GaussianBlur(nuclear.astype(np.float32), (0, 0), max(radius_px / 2.0, 0.8))
@@ -174,16 +181,21 @@ def nucleus_shapes(
     vyy = mean(yy * yy) - my * my
     vxy = mean(xx * yy) - mx * my
     half = 0.5 * (vxx + vyy)
-    small = half - np.sqrt(np.maximum(half * half - (vxx * vyy - vxy * vxy), 0.0))
-    return count, 4.0 * np.sqrt(np.maximum(small, 0.0))
+    disc = np.sqrt(np.maximum(half * half - (vxx * vyy - vxy * vxy), 0.0))
+    small, large = np.maximum(half - disc, 0.0), half + disc
+    # a filled ellipse has area 4 pi sqrt(l1 l2) for second moments l1, l2
+    ellipse = 4.0 * np.pi * np.sqrt(small * large)
+    fill = np.divide(count, ellipse, out=np.zeros(n), where=ellipse > 0)
+    return count, 4.0 * np.sqrt(small), np.minimum(fill, 1.0)
 
 
 def _tumour_like(
     nuclear: np.ndarray, xy: np.ndarray, r: float, mpp: float, cfg: CellConfig
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    area, width = nucleus_shapes(nuclear, xy, r)
+    area, width, fill = nucleus_shapes(nuclear, xy, r)
     area_um2, width_um = area * mpp * mpp, width * mpp
     tumour = (area_um2 >= cfg.tumour_min_area_um2) & (width_um >= cfg.tumour_min_width_um)
+    tumour &= fill >= cfg.tumour_min_fill
     if cfg.tumour_min_neighbours > 0 and tumour.any():
         # carcinoma grows in cohesive groups: a large nucleus alone among small
         # ones is more likely an activated lymphocyte or a pair of touching ones
