@@ -187,6 +187,82 @@ def validation(n_tiles: int, seed: int = 0) -> dict[str, dict[str, float]]:
     return out
 
 
+def synth_validation(
+    n_cases: int, size: int, seed: int, out_dir: Path | None = None
+) -> dict[str, Any]:
+    """Per-tile positive fraction vs the simulator's truth, slide labels and confusion.
+
+    Cases come from ``hsafast.synth.make_cohort`` (written to ``out_dir`` or a
+    temporary folder); every IHC slide is read on a 256-px grid at level 0. Each
+    marker is scored twice: as shipped (tumour-like cells only) and counting all
+    detected cells, the reading before tumour-like cells were told apart.
+    """
+    import tempfile
+
+    from hsafast.stain import CellConfig, QuantifyConfig
+    from hsafast.stain.validation import score_simulated_case, tile_agreement
+    from hsafast.synth import make_cohort
+
+    every_cell = QuantifyConfig(
+        cells=CellConfig(
+            tumour_min_area_um2=0, tumour_min_width_um=0, tumour_min_fill=0, tumour_min_neighbours=0
+        )
+    )
+    with contextlib.ExitStack() as stack:
+        root = out_dir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        cohort = make_cohort(root, n_cases, slide_size=size, seed=seed, workers=2)
+        runs = {
+            name: [
+                score_simulated_case(
+                    root, c.case_id, cohort.out_dir / c.ihc_path, c.marker, config=cfg
+                )
+                for c in cohort.cases
+            ]
+            for name, cfg in (("tumour-like cells", None), ("all cells", every_cell))
+        }
+    out: dict[str, Any] = {}
+    for name, cases in runs.items():
+        per: dict[str, Any] = {}
+        for marker in sorted({c.marker for c in cases}):
+            mine = [c for c in cases if c.marker == marker]
+            confusion: dict[str, int] = {}
+            for c in mine:
+                key = f"{c.true_class} -> {c.derived_class}"
+                confusion[key] = confusion.get(key, 0) + 1
+            per[marker] = {
+                **tile_agreement(mine),
+                "cases": len(mine),
+                "binary_accuracy": float(
+                    np.mean([c.derived_binary == c.true_binary for c in mine])
+                ),
+                "class_accuracy": float(np.mean([c.derived_class == c.true_class for c in mine])),
+                "confusion": confusion,
+                "scores": [(round(c.true_score, 3), round(c.derived_score, 3)) for c in mine],
+            }
+        per["all"] = {
+            "binary_accuracy": float(np.mean([c.derived_binary == c.true_binary for c in cases])),
+            "class_accuracy": float(np.mean([c.derived_class == c.true_class for c in cases])),
+        }
+        out[name] = per
+    return out
+
+
+def _print_synth(result: dict[str, Any]) -> None:
+    for name, per in result.items():
+        print(f"\nsimulated cohort, scoring {name}:")
+        for marker, v in per.items():
+            if marker == "all":
+                print(f"  all markers: binary labels {v['binary_accuracy']:.0%}, "
+                      f"classes {v['class_accuracy']:.0%}")  # fmt: skip
+                continue
+            print(
+                f"  {marker}: {int(v['tiles'])} tiles, MAE {v['mae']:.3f}, Pearson r "
+                f"{v['pearson_r']:.3f}; {v['cases']} cases, binary {v['binary_accuracy']:.0%}, "
+                f"classes {v['class_accuracy']:.0%}; {v['confusion']}"
+            )
+            print(f"    (true, derived) scores: {v['scores']}")
+
+
 def figures(out_dir: Path) -> list[Path]:
     """Overlays on the real IHC images: DAB grades (1+ yellow, 2+ orange, 3+ red), cells.
 
@@ -238,7 +314,23 @@ def main(argv: list[str]) -> int:
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--threads", default="1,2", help="thread counts, comma-separated")
     p.add_argument("--figures", action="store_true", help="write bench/figures/stain_*.png")
+    p.add_argument(
+        "--synth", type=int, default=0, metavar="N",
+        help="only validate on N simulated cases (e.g. 12) against the simulator's truth",
+    )  # fmt: skip
+    p.add_argument("--synth-size", type=int, default=4096, help="simulated slide side (px)")
+    p.add_argument("--synth-seed", type=int, default=1)
+    p.add_argument("--synth-dir", type=Path, default=None, help="keep the simulated cohort here")
     args = p.parse_args(argv)
+    if args.synth:
+        result = synth_validation(args.synth, args.synth_size, args.synth_seed, args.synth_dir)
+        _print_synth(result)
+        table = Table("stain_synth", ["marker"])
+        table.notes.update(
+            {"cases": args.synth, "size": args.synth_size, "seed": args.synth_seed, **result}
+        )
+        print(f"saved {table.save(['scikit-image', 'opencv-python-headless'])}")
+        return 0
     n = 16 if args.quick else args.tiles
     repeats = 3 if args.quick else 5
     tiles = _tiles(n, args.size)

@@ -93,3 +93,59 @@ def test_truth_table_with_boolean_text(tmp_path: Path) -> None:
     xy, pos = read_truth_cells(path)
     np.testing.assert_allclose(xy, [[10.5, 20], [30, 40.25]])
     assert pos.tolist() == [True, False]
+
+
+def _blobs(centres, axes, angle: float = 0.3, size: int = 160) -> np.ndarray:
+    """A nuclear-stain map of filled ellipses (0.4 OD) on a faint noisy background."""
+    rng = np.random.default_rng(4)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+    img = 0.03 + 0.01 * rng.random((size, size))
+    for (cx, cy), (a, b) in zip(centres, axes, strict=True):
+        u = (xx - cx) * np.cos(angle) + (yy - cy) * np.sin(angle)
+        v = -(xx - cx) * np.sin(angle) + (yy - cy) * np.cos(angle)
+        img[(u / a) ** 2 + (v / b) ** 2 <= 1] += 0.4
+    return img.astype(np.float32)
+
+
+def test_nucleus_shapes_measure_ellipses() -> None:
+    from hsafast.stain.compartments import nucleus_shapes
+
+    centres, axes = [(40.0, 40.0), (110.0, 60.0), (60.0, 120.0)], [(12, 6), (8, 8), (14, 10)]
+    area, width, fill = nucleus_shapes(_blobs(centres, axes), np.array(centres), 7.0)
+    true_area = np.pi * np.array([a * b for a, b in axes])
+    np.testing.assert_allclose(area, true_area, rtol=0.12)
+    np.testing.assert_allclose(width, [2 * b for _, b in axes], rtol=0.12)
+    assert np.all(fill > 0.9), fill
+    # two round nuclei joined at a waist and seen as one blob are not elliptical
+    _, _, pair = nucleus_shapes(_blobs([(70, 80), (88, 80)], [(8, 8), (8, 8)], 0.0),
+                                np.array([[79.0, 80.0]]), 7.0)  # fmt: skip
+    assert pair[0] < 0.85, pair
+
+
+def test_tumour_like_cells_by_size_and_grouping() -> None:
+    from hsafast.stain import CellConfig
+
+    big = [(30.0 + 24 * i, 40.0) for i in range(5)]  # a cohesive row of 12 x 7 um nuclei
+    small = [(30.0 + 30 * i, 120.0) for i in range(4)]  # lymphocyte-sized, 6 um round
+    hema = _blobs(big + small, [(12, 7)] * 5 + [(6, 6)] * 4, angle=1.2, size=200)
+    cells = nuclear_cells(hema, np.zeros_like(hema), MPP, THRESHOLDS)
+    is_big = cells.xy[:, 1] < 80
+    assert is_big.sum() == 5 and (~is_big).sum() == 4
+    assert cells.tumour is not None
+    assert cells.tumour[is_big].all() and not cells.tumour[~is_big].any()
+    # a lone large nucleus is not a tumour group; with the rule off every cell counts
+    lone = nuclear_cells(hema[:, :45], np.zeros_like(hema[:, :45]), MPP, THRESHOLDS)
+    assert lone.tumour is not None and not lone.tumour.any()
+    every = CellConfig(tumour_min_area_um2=0, tumour_min_width_um=0, tumour_min_fill=0,
+                       tumour_min_neighbours=0)  # fmt: skip
+    assert nuclear_cells(hema, np.zeros_like(hema), MPP, THRESHOLDS, every).scored.all()
+
+
+def test_cell_config_rejects_bad_values() -> None:
+    from hsafast.errors import InvalidParameterError
+    from hsafast.stain import CellConfig
+
+    with pytest.raises(InvalidParameterError, match="tumour_min_area_um2"):
+        CellConfig(tumour_min_area_um2=float("nan"))
+    with pytest.raises(InvalidParameterError, match="neighbours"):
+        CellConfig(tumour_min_neighbours=-1)

@@ -67,7 +67,8 @@ class StainStats:
     pixels: np.ndarray
     """N x 8 pixel statistics (columns :data:`STAT_NAMES`)."""
     cells: np.ndarray
-    """N x 4 int64: cells, and cells of grade >= 1, 2, 3 (zeros for cytoplasmic markers)."""
+    """N x 4 int64: scored (tumour-like) cells, and those of grade >= 1, 2, 3 (zeros for
+    cytoplasmic markers); see :class:`~hsafast.stain.compartments.CellConfig`."""
     flags: np.ndarray
     """N uint8 bit flags (BLANK, SATURATED, NO_CELLS)."""
     slide_path: str | None = None
@@ -257,8 +258,9 @@ def _quantify(
             conc = concentrations(tiles[i], matrix)
             c = detect(conc[..., h_idx], conc[..., d_idx], mpp, m.dab_thresholds, cfg.cells)
             j = sl.start + int(i)
-            cells[j] = [len(c), *(int((c.grade >= g).sum()) for g in (1, 2, 3))]
-            if len(c) == 0:
+            g = c.grade[c.scored]
+            cells[j] = [len(g), *(int((g >= k).sum()) for k in (1, 2, 3))]
+            if len(g) == 0:
                 flags[j] |= NO_CELLS
     return StainStats(m.name, coords, level, size, mpp, pixels, cells, flags, str(slide.path))
 
