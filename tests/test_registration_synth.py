@@ -4,8 +4,8 @@ Every pair of a simulated cohort must register (no failed verdicts), land within
 tolerance of the true transform at the landmark nuclei, and H&E and IHC slides of different
 cases must be refused. Tolerances (per pair, median over the landmarks): 0.15% of the image
 diagonal and 3 um, for the affine map and for the final map (affine plus field, where the
-field was kept). Measured on 36 simulated pairs (4 cohorts, 3072-4096 px): per-pair medians
-0.01-0.07% affine and final, 90th percentiles up to 0.12%.
+field was kept). Measured on 27 simulated pairs (3 cohorts at 3072 px): per-pair medians
+0.013-0.064% for the affine map, 90th percentiles up to 0.12%.
 """
 
 from __future__ import annotations
