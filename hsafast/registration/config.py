@@ -18,6 +18,10 @@ class RegistrationConfig:
     """Degrees between the rotation angles tried (the whole circle is searched)."""
     flips: bool = True
     """Also try the mirrored section (a section mounted upside down)."""
+    candidates: int = 32
+    """Distinct (angle, flip) candidates of the coarse search refined and compared."""
+    min_candidate_overlap: float = 0.5
+    """Share of the smaller section that a candidate must lay on tissue of the other."""
     edge_sigma: float = 1.0
     """Blur before the gradient magnitude that the affine refinement aligns."""
     ecc_levels: tuple[int, ...] = (8, 4, 2)
@@ -44,14 +48,19 @@ class RegistrationConfig:
     """Pixel sizes differing by more than this factor are refused."""
     max_area_ratio: float = 3.0
     """Tissue areas (in square micrometres) differing by more are not one pair."""
-    min_dice: float = 0.6
+    min_dice: float = 0.45
     """Dice of the registered tissue masks below this fails the registration."""
-    quality_sigma: float = 8.0
+    quality_sigma: float = 4.0
     """Blur of the edge images whose correlation scores the result."""
-    min_ncc: float = 0.15
-    """Correlation of the registered edge images below this fails the registration."""
+    min_ncc: float = 0.2
+    """Correlation of the registered edge images (where both sections have tissue) below
+    this fails the registration."""
     min_coverage: float = 0.5
-    """Fraction of each section's tissue that must land on tissue of the other."""
+    """Fraction of the IHC section's tissue that must land on H&E tissue (less: a control
+    piece or other extra tissue dominates the IHC mask)."""
+    min_he_coverage: float = 0.3
+    """Fraction of the H&E section's tissue that must land on IHC tissue; lower than
+    ``min_coverage`` because IHC sections lose pieces in antigen retrieval."""
     extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -61,6 +70,7 @@ class RegistrationConfig:
             "work_size": self.work_size,
             "coarse_size": self.coarse_size,
             "angle_step": self.angle_step,
+            "candidates": self.candidates,
             "ecc_iterations": self.ecc_iterations,
             "flow_window": self.flow_window,
             "flow_downsample": self.flow_downsample,
@@ -76,7 +86,14 @@ class RegistrationConfig:
             raise ConfigError("coarse_size must not exceed work_size")
         if not self.ecc_levels or any(int(v) < 1 for v in self.ecc_levels):
             raise ConfigError(f"ecc_levels must be downsamples >= 1, got {self.ecc_levels}")
-        for name in ("min_dice", "min_coverage", "min_tissue_fraction", "structure_quantile"):
+        for name in (
+            "min_dice",
+            "min_coverage",
+            "min_he_coverage",
+            "min_tissue_fraction",
+            "structure_quantile",
+            "min_candidate_overlap",
+        ):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
 

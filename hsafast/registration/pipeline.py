@@ -17,11 +17,17 @@ import numpy as np
 
 from hsafast.registration.config import RegistrationConfig
 from hsafast.registration.nonrigid import estimate_field
-from hsafast.registration.quality import assess, check_inputs, warp_to_fixed
+from hsafast.registration.quality import (
+    assess,
+    check_inputs,
+    overlap_similarity,
+    warp_to_fixed,
+)
 from hsafast.registration.representation import (
     Section,
     edge_image,
     load_section,
+    scale_matrix,
     structure_image,
 )
 from hsafast.registration.rigid import coarse_candidates, refine_affine
@@ -111,8 +117,9 @@ def register(
         )
         details["field_max_px"] = round(float(np.abs(field).max()), 3)
     verdict = assess(he, ihc, matrix, field, config)
-    if field is not None and verdict.quality["ncc"] < affine_verdict.quality["ncc"] - 0.02:
-        # the flow made the sections less alike: keep the affine result
+    if field is not None and verdict.quality["ncc"] <= affine_verdict.quality["ncc"]:
+        # the flow did not make the sections more alike: keep the affine result (where the
+        # true deformation is smaller than the flow's noise, a field only adds error)
         details["field_rejected"] = verdict.quality
         field, verdict = None, affine_verdict
     return finish(matrix, field, verdict.ok, verdict.reason, verdict.quality)
@@ -129,42 +136,76 @@ def _store_field(
     return coarse.astype(np.float32), (scale[0] * w / size[0], scale[1] * h / size[1])
 
 
+#: Downsample (of the working images) at which coarse candidates are compared.
+CANDIDATE_DOWNSAMPLE = 4
+#: Blur (working pixels) of the edge images on which candidates are compared: coarse, so
+#: that a candidate a few pixels off still scores well before its refinement.
+CANDIDATE_SIGMA = 8.0
+
+
+def _shrink(
+    section: Section, sigma: float, factor: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Blurred edge image and tissue mask ``factor`` times smaller, with the 3x3 map from
+    their pixel indices to working ones."""
+    h, w = section.shape
+    size = (max(1, round(w / factor)), max(1, round(h / factor)))
+    edges = cv2.resize(edge_image(section.od, sigma), size, interpolation=cv2.INTER_AREA)
+    tissue = cv2.resize(section.tissue.astype(np.float32), size, interpolation=cv2.INTER_AREA)
+    back = scale_matrix(w / size[0], h / size[1])
+    return edges, tissue > 0.5, back
+
+
 def _affine(
     he: Section, ihc: Section, config: RegistrationConfig, details: dict
 ) -> tuple[np.ndarray, float]:
-    """Coarse search, then ECC on the best candidates; returns (matrix, correlation)."""
+    """Coarse search, ECC on the best candidates at the coarsest level, the candidate whose
+    tissue structure correlates best where the sections overlap through the whole pyramid;
+    returns (matrix, ECC correlation)."""
     candidates = coarse_candidates(
         he.od * he.tissue,
         ihc.od * ihc.tissue,
         config.coarse_size,
         config.angle_step,
         config.flips,
+        keep=config.candidates,
     )
     edges_he = edge_image(he.od, config.edge_sigma)
     edges_ihc = edge_image(ihc.od, config.edge_sigma)
+    # the outline of a roundish section matches at many angles (and a section that lost a
+    # piece matches the other's outline nowhere), so candidates are ranked on the
+    # structure inside the tissue, compared where both sections have tissue
+    # (at a quarter of the working resolution: the structure is blurred by 8 px anyway)
+    he_small = _shrink(he, CANDIDATE_SIGMA, CANDIDATE_DOWNSAMPLE)
+    ihc_small = _shrink(ihc, CANDIDATE_SIGMA, CANDIDATE_DOWNSAMPLE)
     coarsest = (max(config.ecc_levels),)
-    best: tuple[float, int, np.ndarray] | None = None
+    best: tuple[float, int, np.ndarray, float] | None = None
     for i, cand in enumerate(candidates):
         matrix, cc = refine_affine(
             edges_he, edges_ihc, cand.matrix, coarsest, config.ecc_iterations
         )
-        score = cc if np.isfinite(cc) else -np.inf
+        if not np.isfinite(cc):
+            matrix = cand.matrix
+        small = np.linalg.inv(ihc_small[2]) @ matrix @ he_small[2]
+        ncc, overlap = overlap_similarity(
+            he_small[0], ihc_small[0], he_small[1], ihc_small[1], small
+        )
+        score = ncc if overlap >= config.min_candidate_overlap else -1.0 + overlap
         if best is None or score > best[0]:
-            best = (score, i, matrix)
+            best = (score, i, matrix, cc)
     assert best is not None
     chosen = candidates[best[1]]
     details.update(
         angle=chosen.angle,
         flip=chosen.flip,
         coarse_score=round(chosen.score, 4),
-        candidates=[
-            {"angle": c.angle, "flip": c.flip, "score": round(c.score, 4)} for c in candidates
-        ],
+        coarse_rank=best[1],
+        overlap_ncc=round(best[0], 4),
     )
     matrix, cc = refine_affine(
         edges_he, edges_ihc, best[2], tuple(config.ecc_levels), config.ecc_iterations
     )
     if not np.isfinite(cc):
-        matrix, cc = best[2], best[0]
-    details["ecc_correlation"] = round(float(cc), 4)
+        matrix, cc = best[2], best[3]
+    details["ecc_correlation"] = round(float(cc), 4) if np.isfinite(cc) else None
     return matrix, float(cc)

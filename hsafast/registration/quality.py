@@ -5,9 +5,13 @@ silently, so every result carries a verdict. Checks before registering catch
 inputs that cannot be a pair (an empty slide, very different pixel sizes or
 tissue areas); checks after it measure the overlap of the tissue masks (Dice,
 and the share of each section's tissue that lands on tissue of the other, which
-drops when a separate piece such as control tissue dominates one mask) and the
-correlation of the stain-agnostic edge images inside the tissue, at a scale
-(``quality_sigma``) coarse enough that stain texture does not dominate it.
+drops when a separate piece such as control tissue dominates one mask; the H&E
+side is allowed to lose more, since IHC sections often lose pieces during
+antigen retrieval while controls sit on the IHC slide) and the
+correlation of the stain-agnostic edge images where both sections have tissue,
+at a scale (``quality_sigma``) coarse enough that stain texture does not
+dominate it but fine enough that two different sections of similar outline do
+not correlate.
 """
 
 from __future__ import annotations
@@ -83,6 +87,29 @@ def normalised_cross_correlation(a: np.ndarray, b: np.ndarray, mask: np.ndarray)
     return float((x * y).sum() / den) if den > 0 else 0.0
 
 
+def overlap_similarity(
+    he_structure: np.ndarray,
+    ihc_structure: np.ndarray,
+    he_tissue: np.ndarray,
+    ihc_tissue: np.ndarray,
+    matrix: np.ndarray,
+) -> tuple[float, float]:
+    """Structure correlation where both sections have tissue, and the share of the smaller
+    section lying on tissue of the other, for a working-pixel map (H&E -> IHC).
+
+    This ranks candidate alignments of one pair. Unlike a correlation over the whole image
+    it is not dominated by the tissue outline, which a roundish section matches at many
+    angles, nor penalised where one section lost a piece the other still has.
+    """
+    shape = (he_tissue.shape[0], he_tissue.shape[1])
+    warped = warp_to_fixed(ihc_tissue, matrix, shape, None) > 0.5
+    both = he_tissue & warped
+    n_both = float(both.sum())
+    overlap = n_both / max(min(float(he_tissue.sum()), float(warped.sum())), 1.0)
+    moved = warp_to_fixed(ihc_structure, matrix, shape, None)
+    return normalised_cross_correlation(he_structure, moved, both), overlap
+
+
 def assess(
     he: Section,
     ihc: Section,
@@ -106,9 +133,9 @@ def assess(
     ihc_cover = float((ihc.tissue & (back > 0.5)).sum()) / max(float(ihc.tissue.sum()), 1.0)
     edges_he = edge_image(he.od, config.quality_sigma)
     edges_ihc = warp_to_fixed(edge_image(ihc.od, config.quality_sigma), matrix, he.shape, field)
-    region = cv2.dilate(
-        (he.tissue | warped_tissue).astype(np.uint8), np.ones((5, 5), np.uint8)
-    ).astype(bool)
+    # compared where both sections have tissue: a piece lost from one section is not a
+    # sign of a wrong map (the Dice and coverage checks bound how much may be missing)
+    region = he.tissue & warped_tissue
     ncc = normalised_cross_correlation(edges_he, edges_ihc, region)
     quality = {
         "dice": round(dice, 4),
@@ -119,14 +146,21 @@ def assess(
     if dice < config.min_dice:
         reason = f"tissue masks overlap poorly after registration (Dice {dice:.2f})"
         return Verdict(False, reason, quality)
-    for name, cover in (("IHC", ihc_cover), ("H&E", he_cover)):
-        if cover < config.min_coverage:
-            return Verdict(
-                False,
-                f"only {100 * cover:.0f}% of the {name} tissue lands on tissue of the other "
-                f"section: not a pair, or extra tissue (a control?) dominates the {name} mask",
-                quality,
-            )
+    if ihc_cover < config.min_coverage:
+        return Verdict(
+            False,
+            f"only {100 * ihc_cover:.0f}% of the IHC tissue lands on tissue of the H&E "
+            "section: not a pair, or extra tissue (a control?) dominates the IHC mask",
+            quality,
+        )
+    if he_cover < config.min_he_coverage:
+        return Verdict(
+            False,
+            f"only {100 * he_cover:.0f}% of the H&E tissue lands on tissue of the IHC "
+            "section: not a pair, most of the IHC section was lost, or extra tissue "
+            "dominates the H&E mask",
+            quality,
+        )
     if ncc < config.min_ncc:
         reason = f"registered tissue structure does not correlate (NCC {ncc:.2f})"
         return Verdict(False, reason, quality)
