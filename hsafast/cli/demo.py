@@ -29,12 +29,12 @@ def run(args: argparse.Namespace) -> int:
         f"real slide {Path(real.slide).name}: {real.tissue_mm2} mm2 tissue, {real.tiles} tiles "
         f"at 0.5 um/px read at {real.tiles_per_second:,.0f} tiles/s"
     )
-    print(f"{'case':10} {'marker':6} {'truth':5} {'derived':7} {'class':22} {'rTRE %':>7}")
+    print(f"{'case':10} {'marker':6} {'truth':17} {'derived':17} {'class':15} {'rTRE %':>7}")
     for c in report.cases:
         rtre = "-" if c.rtre_percent is None else f"{c.rtre_percent:.3f}"
         print(
-            f"{c.case_id:10} {c.marker:6} {c.true_label:5} {c.derived_label or '-':7} "
-            f"{c.derived_class or '-':22} {rtre:>7}"
+            f"{c.case_id:10} {c.marker:6} {c.true_label:17} {c.derived_label or '-':17} "
+            f"{c.derived_class or '-':15} {rtre:>7}"
         )
     print(
         f"hsafast demo: {len(report.cases)} simulated cases, label agreement "
