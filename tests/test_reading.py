@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from slide_files import make_pyramid_tiff
 
 import hsafast
 from hsafast import TileBatch, TileGrid, read_tiles
@@ -40,27 +41,7 @@ def grid_coords(width: int, height: int, step: int, offset: int = 0) -> np.ndarr
 @pytest.fixture(scope="module")
 def pyramid(cmu_svs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 3-level YCbCr JPEG TIFF (256-px tiles) of CMU-1's pixels, downsamples 2 and 4."""
-    import tifffile
-
-    with hsafast.open_slide(cmu_svs, backend="openslide") as slide:
-        base = slide.read_level(0)[:2964, :2220]
-    path = tmp_path_factory.mktemp("reading") / "pyramid.tif"
-    with tifffile.TiffWriter(path) as tif:
-        for i, ds in enumerate((1, 2, 4)):
-            img = (
-                base
-                if ds == 1
-                else cv2.resize(base, (2220 // ds, 2964 // ds), interpolation=cv2.INTER_AREA)
-            )
-            tif.write(
-                img,
-                tile=(256, 256),
-                photometric="rgb",
-                compression="jpeg",
-                compressionargs={"level": 90},
-                subfiletype=0 if i == 0 else 1,
-            )
-    return path
+    return make_pyramid_tiff(cmu_svs, tmp_path_factory.mktemp("reading") / "pyramid.tif")
 
 
 def test_tiles_equal_region_reads_in_order(cmu_svs: Path) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from slide_files import make_pyramid_tiff
 
 import hsafast
 from hsafast.errors import MissingPixelSizeError, SlideError
@@ -44,34 +45,6 @@ def unaligned_locations(width: int, height: int, ds: float, tile: int) -> np.nda
         (width // int(ds) // 2, -80),
     ]
     return np.array([(round(x * ds), round(y * ds)) for x, y in level], dtype=np.int64)
-
-
-def make_pyramid_tiff(src: Path, out: Path, tables: bool = False) -> Path:
-    """A 3-level JPEG TIFF (YCbCr 4:2:0, 256-px tiles) of CMU-1's real pixels."""
-    import cv2
-    import tifffile
-
-    with hsafast.open_slide(src, backend="openslide") as slide:
-        base = slide.read_level(0)[:2964, :2220]  # multiples of 4: exact 2x and 4x levels
-    res = 1e4 / 0.499
-    with tifffile.TiffWriter(out) as tif:
-        for i, ds in enumerate((1, 2, 4)):
-            img = (
-                base
-                if ds == 1
-                else cv2.resize(base, (2220 // ds, 2964 // ds), interpolation=cv2.INTER_AREA)
-            )
-            tif.write(
-                img,
-                tile=(256, 256),
-                photometric="rgb",
-                compression="jpeg",
-                compressionargs={"level": 90},
-                resolution=(res / ds, res / ds),
-                resolutionunit="CENTIMETER",
-                subfiletype=0 if i == 0 else 1,
-            )
-    return out
 
 
 @pytest.fixture(scope="module")
