@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One GPU session: build with CUDA, run the `gpu` tests and the GPU benchmarks, print a short table.
+# GPU check: build with CUDA, run the `gpu` tests and the GPU benchmarks, print a short table.
 # Usage (from the repository root on a CUDA machine): bash bench/gpu_check.sh [OUT_DIR]
 set -uo pipefail
 out=${1:-${OUT:-bench/out}}

@@ -3,7 +3,7 @@
 Two measurements:
 
 1. A whole cohort (``make_cohort``): cases/s, slide megapixels/s and MB/s written.
-   The issue's target is 24 cases of 8k x 8k pairs (``--cases 24 --size 8192``) in about
+   The target is 24 cases of 8k x 8k pairs (``--cases 24 --size 8192``) in about
    two minutes on 2 cores; the quick default is 6 cases of 4k x 4k.
 2. One slide side by side, in this process, single-threaded: rendering + writing the
    pyramidal JPEG TIFF, against only writing the same (pre-rendered) pixels with the
