@@ -90,29 +90,6 @@ def _write_figure(path: Path, rgb: np.ndarray) -> None:
     Image.fromarray(rgb).quantize(256).save(path, optimize=True)
 
 
-def _pyramid_tiff(path: Path, rgb: np.ndarray, mpp: float) -> None:
-    """A tiled, JPEG-compressed pyramidal TIFF (levels 1, 4, 16, 64) that OpenSlide reads."""
-    import tifffile
-
-    levels = [rgb]
-    while max(levels[-1].shape[:2]) > 512:
-        prev = levels[-1]
-        size = (max(1, prev.shape[1] // 4), max(1, prev.shape[0] // 4))
-        levels.append(cv2.resize(prev, size, interpolation=cv2.INTER_AREA))
-    res = 1e4 / mpp  # pixels per centimetre
-    with tifffile.TiffWriter(path, bigtiff=False) as tif:
-        for i, img in enumerate(levels):
-            tif.write(
-                img,
-                tile=(256, 256),
-                photometric="rgb",
-                compression="jpeg",
-                subfiletype=0 if i == 0 else 1,
-                resolution=(res / 4**i, res / 4**i),
-                resolutionunit="CENTIMETER",
-            )
-
-
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench register")
     parser.add_argument("--quick", action="store_true", help="skip the whole-slide pair")
@@ -261,14 +238,16 @@ def main(argv: list[str]) -> int:
 
     # ---- generated whole-slide pair ------------------------------------------------
     if not args.quick:
+        from hsafast.synth.tiffwrite import write_array_pyramid
+
         with tempfile.TemporaryDirectory() as tmp:
             rng = np.random.default_rng(11)
             pair = make_known_pair(_rgb(KIDNEY / "Rat-Kidney_HE.jpg"), rng, 0.01)
             up = 12
             big_he = cv2.resize(pair.he, None, fx=up, fy=up, interpolation=cv2.INTER_CUBIC)
             big_ihc = cv2.resize(pair.ihc, None, fx=up, fy=up, interpolation=cv2.INTER_CUBIC)
-            _pyramid_tiff(Path(tmp) / "he.tif", big_he, 0.5)
-            _pyramid_tiff(Path(tmp) / "ihc.tif", big_ihc, 0.5)
+            write_array_pyramid(Path(tmp) / "he.tif", big_he, 0.5)
+            write_array_pyramid(Path(tmp) / "ihc.tif", big_ihc, 0.5)
             s1 = hsafast.open_slide(Path(tmp) / "he.tif", mpp=0.5)
             s2 = hsafast.open_slide(Path(tmp) / "ihc.tif", mpp=0.5)
             reg = register(s1, s2)

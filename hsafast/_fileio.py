@@ -8,6 +8,8 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -35,6 +37,19 @@ def atomic_write_bytes(final: str | os.PathLike[str], data: bytes) -> None:
 
 def atomic_write_text(final: str | os.PathLike[str], text: str) -> None:
     atomic_write_bytes(final, text.encode("utf-8"))
+
+
+def atomic_write_png(final: str | os.PathLike[str], pixels: np.ndarray) -> None:
+    """Write a grey (H, W) or RGB (H, W, 3) uint8 image as PNG, atomically."""
+    import cv2
+
+    from hsafast.errors import InvalidParameterError
+
+    image = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR) if pixels.ndim == 3 else pixels
+    ok, data = cv2.imencode(".png", image)
+    if not ok:
+        raise InvalidParameterError("cannot encode the image as PNG", final)
+    atomic_write_bytes(final, data.tobytes())
 
 
 def safe_id(name: str) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from hsafast._fileio import atomic_write_png
 from hsafast.errors import InvalidParameterError, MissingPixelSizeError, NoTissueError
 from hsafast.slides import Slide, open_slide
 
@@ -240,7 +241,7 @@ class TissueMask:
 
     def to_png(self, path: str | os.PathLike[str]) -> Path:
         """Write the mask as an 8-bit PNG (255 on tissue), atomically."""
-        _write_png(path, self.mask.astype(np.uint8) * 255)
+        atomic_write_png(path, self.mask.astype(np.uint8) * 255)
         return Path(path)
 
     def overlay(self, max_side: int = 1024) -> np.ndarray:
@@ -261,9 +262,7 @@ class TissueMask:
         return out
 
     def save_overlay(self, path: str | os.PathLike[str], max_side: int = 1024) -> Path:
-        import cv2
-
-        _write_png(path, cv2.cvtColor(self.overlay(max_side), cv2.COLOR_RGB2BGR))
+        atomic_write_png(path, self.overlay(max_side))
         return Path(path)
 
 
@@ -279,17 +278,6 @@ def _ring(contour: np.ndarray, scale: np.ndarray, counter_clockwise: bool) -> np
         points = points[::-1]
     points = (points + 0.5) * scale
     return np.vstack([points, points[:1]])
-
-
-def _write_png(path: str | os.PathLike[str], pixels: np.ndarray) -> None:
-    import cv2
-
-    from hsafast._fileio import atomic_write_bytes
-
-    ok, data = cv2.imencode(".png", pixels)
-    if not ok:
-        raise InvalidParameterError("cannot encode the image as PNG", path)
-    atomic_write_bytes(path, data.tobytes())
 
 
 def _radius(um: float, mask_mpp: float, path: Path | None) -> int:

@@ -25,6 +25,19 @@ constexpr float kRoundMagic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to a
 constexpr float kExpLo = -87.0f;            // keeps 2^n a normal float
 constexpr float kExpHi = 88.0f;             // keeps 2^n finite
 
+// exp(r) for |r| <= ln(2) / 2: degree-7 Taylor polynomial in Horner form, shared by
+// the scalar and the vector exp so that both round identically.
+template <typename F>
+inline F exp_poly(F r) {
+  F q = r * (1.0f / 5040.0f) + 1.0f / 720.0f;
+  q = q * r + 1.0f / 120.0f;
+  q = q * r + 1.0f / 24.0f;
+  q = q * r + 1.0f / 6.0f;
+  q = q * r + 0.5f;
+  q = q * r + 1.0f;
+  return q * r + 1.0f;
+}
+
 // Scalar exp with the same algorithm as the vector one (used for tails of H).
 inline float fast_exp(float x) {
   x = x < kExpLo ? kExpLo : (x > kExpHi ? kExpHi : x);
@@ -32,14 +45,7 @@ inline float fast_exp(float x) {
   const float n = t - kRoundMagic;
   float r = x - n * kLn2Hi;
   r = r - n * kLn2Lo;
-  float q = 1.0f / 5040.0f;
-  q = q * r + 1.0f / 720.0f;
-  q = q * r + 1.0f / 120.0f;
-  q = q * r + 1.0f / 24.0f;
-  q = q * r + 1.0f / 6.0f;
-  q = q * r + 0.5f;
-  q = q * r + 1.0f;
-  q = q * r + 1.0f;
+  const float q = exp_poly(r);
   int32_t tb;
   std::memcpy(&tb, &t, sizeof tb);
   const int32_t eb = (tb - 0x4B400000 + 127) << 23;
@@ -82,14 +88,7 @@ inline vf vexp(vf x) {
   const vf n = t - kRoundMagic;
   vf r = x - n * kLn2Hi;
   r = r - n * kLn2Lo;
-  vf q = vf{} + 1.0f / 5040.0f;
-  q = q * r + 1.0f / 720.0f;
-  q = q * r + 1.0f / 120.0f;
-  q = q * r + 1.0f / 24.0f;
-  q = q * r + 1.0f / 6.0f;
-  q = q * r + 0.5f;
-  q = q * r + 1.0f;
-  q = q * r + 1.0f;
+  const vf q = exp_poly(r);
   const vi eb = ((vi)t - 0x4B400000 + 127) << 23;
   return q * (vf)eb;
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from hsafast._fileio import atomic_write_png
 from hsafast.registration.quality import warp_to_fixed
 from hsafast.registration.transform import Registration
 from hsafast.slides.base import Slide
@@ -78,4 +79,4 @@ def overlay_png(
 ) -> None:
     he, ihc = registered_thumbnails(he_slide, ihc_slide, registration, max_size)
     image = checkerboard(he, ihc) if style == "checkerboard" else two_colour(he, ihc)
-    cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    atomic_write_png(path, image)

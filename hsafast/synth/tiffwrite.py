@@ -187,6 +187,16 @@ def write_pyramid(
     return path.stat().st_size
 
 
+def write_array_pyramid(
+    path: str | os.PathLike[str], rgb: np.ndarray, mpp: float, quality: int = 85
+) -> int:
+    """Write an in-memory (H, W, 3) uint8 RGB image as a pyramidal slide file."""
+    height, width = rgb.shape[:2]
+    return write_pyramid(
+        path, width, height, lambda x, y, w, h: rgb[y : y + h, x : x + w], mpp, quality
+    )
+
+
 def _shrink_into(
     target: np.ndarray, strip: np.ndarray, row: int, width: int, f: int = LEVEL_FACTOR
 ) -> None:
