@@ -16,9 +16,13 @@ HSAFAST_CUDA=ON $py -m pip install -q --no-build-isolation --no-deps --no-cache-
   || { tail -40 "$out/build.log"; exit 1; }
 echo "build: $(( $(date +%s) - start )) s"
 $py -c "import hsafast, json; print(json.dumps(hsafast.build_info()))" | tee "$out/build_info.json"
+$py -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" \
+  | tee "$out/versions.txt"
 
 # GPU tests (the default tier excludes only `slow`; select the gpu ones explicitly).
+start=$(date +%s)
 $py -m pytest -q -p no:cacheprovider -m gpu tests 2>&1 | tee "$out/gpu_tests.log" | tail -25
+echo "gpu tests: $(( $(date +%s) - start )) s"
 
 # GPU benchmarks.
 $py -m bench pool --device cuda 2>&1 | tee "$out/bench_pool_cuda.log" | tail -30

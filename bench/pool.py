@@ -7,8 +7,9 @@
 Every row pools the same bag with the same head in the same process; the table gives each
 peer's median time and its ratio to hsafast. The "matmul alone" rows are the floor: the
 h @ [V; U]^T product that every implementation has to do. On CUDA the table names each hsafast
-path (projection by cuBLAS or by hsafast's tensor-core kernel; one-pass or three-kernel
-epilogue) and which one `gated_attention_pool` takes by default.
+path (projection by cuBLAS, by hsafast's tensor-core kernel or fused with everything else in
+one Triton kernel; one-pass or three-kernel epilogue) and which one `gated_attention_pool`
+takes by default; the Triton kernel is also timed with each of its candidate tile shapes.
 """
 
 from __future__ import annotations
@@ -156,6 +157,7 @@ def run_cuda(a: argparse.Namespace) -> Table:
         "cublas": h_bytes + 2 * z_bytes + h_bytes,  # GEMM reads h, writes Z; epilogue reads both
         "tensor-cores": 2 * h_bytes,  # projection reads h (slabs share it in L2), then the sum
         "epilogue": z_bytes + h_bytes,
+        "triton": h_bytes,  # h once from HBM; its re-reads hit L2
     }
     default = f"{pc.DEFAULT_PROJECTION} + {pc.DEFAULT_EPILOGUE}"
     peers: list[tuple[str, Callable[[], object], float]] = []
@@ -175,10 +177,10 @@ def run_cuda(a: argparse.Namespace) -> Table:
             )
         )
         for proj in pc.PROJECTIONS:
-            for epi in pc.EPILOGUES:
+            for epi in pc.EPILOGUES if proj != "triton" else (None,):
                 peers.append(
                     (
-                        f"hsafast state: {proj} projection + {epi} epilogue",
+                        f"hsafast state: {proj} projection + {epi or 'fused'} epilogue",
                         partial(pc.pool_state_cuda, h, params, projection=proj, epilogue=epi),
                         traffic[proj],
                     )
@@ -191,6 +193,7 @@ def run_cuda(a: argparse.Namespace) -> Table:
                     traffic["epilogue"],
                 )
             )
+    peers.extend(_triton_tiles(h, params, traffic["triton"]))
     peers.append(("eager PyTorch (bf16)", lambda: gated_attention_pool_torch(h, params), 0.0))
     try:
         compiled = torch.compile(gated_attention_pool_torch)
@@ -228,6 +231,52 @@ def run_cuda(a: argparse.Namespace) -> Table:
         ),
     )
     return table
+
+
+def _triton_tiles(
+    h: Any, params: Any, nbytes: float
+) -> list[tuple[str, Callable[[], object], float]]:
+    """The fused Triton kernel with each candidate tile shape (skipped without Triton)."""
+    import torch
+
+    from hsafast.pooling import triton_fused as tf
+
+    if not tf.available():
+        print("Triton not installed: no Triton rows")
+        return []
+    args = tuple(
+        torch.from_numpy(a).to("cuda", dt)
+        for a, dt in (
+            (params.stacked(), h.dtype),
+            (params.bV, torch.float32),
+            (params.bU, torch.float32),
+            (params.w, torch.float32),
+        )
+    )
+    rows = []
+    for t in tf.CANDIDATE_TILES:
+        name = (
+            f"  triton tiles BM={t.rows} BH={t.hidden} BK={t.depth} warps={t.warps} "
+            f"stages={t.stages} sum={t.weighted_sum}"
+        )
+        fn = partial(
+            tf.launch, h, *args, params.b_w, want_logits=False, want_weights=False, tiles=t
+        )
+        try:
+            fn()
+        except Exception as exc:  # a shape that does not compile here is reported, not fatal
+            print(f"{name.strip()}: {type(exc).__name__}: {exc}")
+            continue
+        rows.append((name, fn, nbytes))
+    only = partial(tf.launch, h, *args, params.b_w, want_logits=True, want_weights=False)
+    rows.append(
+        (
+            "  triton default tiles, logits only (no weighted sum)",
+            partial(only, logits_only=True),
+            nbytes,
+        )
+    )
+    return rows
 
 
 def _cuda_median(fn: Callable[[], object], repeats: int) -> float:

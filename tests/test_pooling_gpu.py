@@ -37,7 +37,10 @@ PATHS = [
     ("tensor-cores", "one-pass"),
     ("cublas", "three-kernel"),
     ("tensor-cores", "three-kernel"),
+    ("triton", "one-pass"),  # one fused Triton kernel; the epilogue setting does not apply
 ]
+#: paths whose projection stays in fp32 (no 16-bit Z) and does not depend on the other rows
+EXACT_PROJECTIONS = ("tensor-cores", "triton")
 
 
 @pytest.fixture(params=PATHS, ids=["/".join(p) for p in PATHS])
@@ -92,7 +95,7 @@ def test_cuda_matches_torch_reference(
     # 2. a sharp head, against fp32 arithmetic on exactly the kernel's 16-bit operands: what
     #    is left is accumulation order and the fast tanh/exp, so the bound is much tighter;
     #    the cuBLAS mode also rounds Z to 16 bits (about 0.5% on the largest weight at N=100k)
-    tol = 2e-3 if projection == "tensor-cores" else 1e-2
+    tol = 2e-3 if projection in EXACT_PROJECTIONS else 1e-2
     sharp = random_params(dim, hidden, seed=hidden + 1, scale=4.0)
     pooled, weights = gated_attention_pool(h, sharp, return_weights=True, engine="cuda")
     exact, exact_w = gated_attention_pool_torch(
@@ -135,7 +138,7 @@ def test_cuda_streaming_equals_one_pass(projection: str) -> None:
     pooled, weights = state.result(return_weights=True)
     # the tensor-core projection of a row does not depend on the other rows; cuBLAS may pick
     # another algorithm for another chunk height, changing Z in its last bf16 bit
-    tol = 1e-5 if projection == "tensor-cores" else 5e-3
+    tol = 1e-5 if projection in EXACT_PROJECTIONS else 5e-3
     assert_close(pooled, one[0].cpu().numpy(), tol, "streamed on cuda vs one pass")
     assert_close(weights, one[1].cpu().numpy(), tol, "streamed weights vs one pass")
 
@@ -183,6 +186,7 @@ def test_cuda_auto_engine_takes_the_default_path(monkeypatch) -> None:
         "auto vs cuda",
     )
     assert cuda_mod.choose_projection(3000, 32) == cuda_mod.DEFAULT_PROJECTION
+    monkeypatch.setattr(cuda_mod, "DEFAULT_PROJECTION", "cublas")
     monkeypatch.setattr(cuda_mod, "MAX_PROJECTION_BYTES", 1000)
     assert cuda_mod.choose_projection(3000, 32) == "tensor-cores"
     ref = gated_attention_pool_torch(h.float(), _rounded(params, "bfloat16"))
@@ -205,3 +209,46 @@ def test_cuda_rejects_nan_and_inf(projection: str) -> None:
         with pytest.raises(PoolingError, match="NaN or Inf"):
             state.update(h)
         assert state.count == 0
+
+
+@pytest.mark.parametrize(("n", "dim", "hidden"), [(20_011, 1000, 260), (7000, 1024, 256)])
+def test_triton_candidate_tiles_match_reference(n: int, dim: int, hidden: int) -> None:
+    """Every tile shape the benchmark may pick as the default, ragged and even D."""
+    pytest.importorskip("triton")
+    import torch
+
+    from hsafast.pooling import triton_fused as tf
+
+    params = random_params(dim, hidden, seed=9, scale=4.0)
+    h = _cuda_bag(n, dim)
+    ref, ref_w = gated_attention_pool_torch(
+        h.float(), _rounded(params, "bfloat16"), return_weights=True
+    )
+    stacked = torch.from_numpy(params.stacked()).to("cuda", torch.bfloat16)
+    vectors = [torch.from_numpy(a).to("cuda") for a in (params.bV, params.bU, params.w)]
+    for tiles in tf.CANDIDATE_TILES:
+        out = tf.launch(
+            h, stacked, *vectors, params.b_w, want_logits=False, want_weights=True, tiles=tiles
+        )
+        assert int(out["status"].item()) == 0, tiles
+        assert_close(out["pooled"].cpu().numpy(), ref.cpu().numpy(), 2e-3, f"pooled, {tiles}")
+        assert_close(out["logits"].cpu().numpy(), ref_w.cpu().numpy(), 2e-3, f"weights, {tiles}")
+
+
+def test_triton_path_runs_without_a_cuda_build(monkeypatch) -> None:
+    """A CPU-only build of hsafast still pools CUDA tensors on the GPU when Triton is there."""
+    pytest.importorskip("triton")
+    import hsafast.pooling.cuda as cuda_mod
+    import hsafast.pooling.engines as engines_mod
+
+    monkeypatch.setattr(cuda_mod, "cuda_built", lambda: False)
+    monkeypatch.setattr(engines_mod, "cuda_built", lambda: False)
+    params = random_params(200, 48, seed=10, scale=2.0)
+    h = _cuda_bag(5000, 200)
+    assert cuda_mod.choose_projection(5000, 48) == "triton"
+    got = gated_attention_pool(h, params)
+    assert got.device.type == "cuda"
+    ref = gated_attention_pool_torch(h.float(), _rounded(params, "bfloat16"))
+    assert_close(got.cpu().numpy(), ref.cpu().numpy(), 2e-3, "triton without a CUDA build")
+    with pytest.raises(PoolingError, match="needs hsafast built with CUDA"):
+        cuda_mod.pool_state_cuda(h, params, projection="cublas")

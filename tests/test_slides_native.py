@@ -12,12 +12,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import imagecodecs
 import numpy as np
 import pytest
 import tifffile
 
 from hsafast.slides.tiled_level import native_jpeg_version
+
+imagecodecs = pytest.importorskip("imagecodecs")
 
 pytestmark = pytest.mark.skipif(
     native_jpeg_version() == "", reason="hsafast was built without libjpeg-turbo"

@@ -5,10 +5,12 @@ only read and write the memory they are pointed at, on PyTorch's current stream.
 
 Two choices, each a module constant so that the default can follow measurements:
 - PROJECTION, how h @ [V; U]^T is computed: "cublas" (PyTorch's GEMM into an N x 2H buffer,
-  then the gate epilogue reads it back) or "tensor-cores" (inside hsafast's WMMA kernel, no
-  N x 2H buffer).
-- EPILOGUE, what runs after it: "one-pass" (logits, block softmax states and the weighted sum
-  in one kernel, then a parallel merge) or "three-kernel" (the first version, kept to compare).
+  then the gate epilogue reads it back), "tensor-cores" (inside hsafast's WMMA kernel, no
+  N x 2H buffer) or "triton" (one fused Triton kernel does the projection with Hopper's wgmma
+  and everything after it, see ``triton_fused``; needs Triton but not a CUDA build of hsafast).
+- EPILOGUE, what runs after the first two: "one-pass" (logits, block softmax states and the
+  weighted sum in one kernel, then a parallel merge) or "three-kernel" (the first version,
+  kept to compare).
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ from typing import Any
 import numpy as np
 
 from hsafast.errors import PoolingError
+from hsafast.pooling.engines import cuda_built
 from hsafast.pooling.params import GatedAttentionParams
 
 log = logging.getLogger("hsafast.pooling")
 
 _DTYPE_CODES = {"torch.bfloat16": 0, "torch.float16": 1}
 
-PROJECTIONS = ("cublas", "tensor-cores")
+PROJECTIONS = ("cublas", "tensor-cores", "triton")
 #: cuBLAS's Hopper GEMM ran at about 600 TFLOP/s on an H200 where the WMMA kernel reached
 #: about 140-175: the GEMM plus the one-pass epilogue is predicted the faster path.
 DEFAULT_PROJECTION = "cublas"
@@ -39,10 +42,18 @@ _EPILOGUE_CODES = {"three-kernel": 0, "one-pass": 1}
 
 
 def choose_projection(n: int, hidden: int) -> str:
-    """The projection used when none is given: DEFAULT_PROJECTION unless its buffer is huge."""
-    if DEFAULT_PROJECTION == "cublas" and n * 2 * hidden * 2 > MAX_PROJECTION_BYTES:
+    """The projection used when none is given: DEFAULT_PROJECTION unless it cannot run here
+    (Triton missing; hsafast built without CUDA) or its buffer is huge."""
+    from hsafast.pooling import triton_fused
+
+    if not cuda_built():
+        return "triton"
+    choice = DEFAULT_PROJECTION
+    if choice == "triton" and not triton_fused.available():
+        choice = "cublas"
+    if choice == "cublas" and n * 2 * hidden * 2 > MAX_PROJECTION_BYTES:
         return "tensor-cores"
-    return DEFAULT_PROJECTION
+    return choice
 
 
 def _device_params(params: GatedAttentionParams, device: Any, dtype: Any) -> dict[str, Any]:
@@ -96,6 +107,12 @@ def _launch_pool(
     if epilogue not in _EPILOGUE_CODES:
         raise PoolingError(f"unknown epilogue {epilogue!r}; expected one of {EPILOGUES}")
     device = h.device
+    if projection != "triton" and not cuda_built():
+        raise PoolingError(f"the {projection} projection needs hsafast built with CUDA")
+    if projection == "triton":
+        if z is not None:
+            raise PoolingError("the Triton path computes its own projection; z must be None")
+        return _launch_triton(h, params, want_logits=want_logits, want_weights=want_weights)
     with torch.cuda.device(device):
         p = _device_params(params, device, h.dtype)
         # the GEMM goes first, so that the allocations below overlap with it on the GPU; it
@@ -146,6 +163,32 @@ def _launch_pool(
             raise PoolingError(f"CUDA pooling kernel failed: {exc}") from exc
         out["z"] = z  # keeps the projection buffer alive until the caller drops the result
     return out
+
+
+def _launch_triton(
+    h: Any, params: GatedAttentionParams, *, want_logits: bool, want_weights: bool
+) -> dict[str, Any]:
+    import torch
+
+    from hsafast.pooling import triton_fused
+
+    with torch.cuda.device(h.device):
+        p = _device_params(params, h.device, h.dtype)
+        try:
+            return triton_fused.launch(
+                h,
+                p["weights"],
+                p["bV"],
+                p["bU"],
+                p["w"],
+                params.b_w,
+                want_logits=want_logits,
+                want_weights=want_weights,
+            )
+        except PoolingError:
+            raise
+        except Exception as exc:  # Triton's compiler and driver errors have no common base
+            raise PoolingError(f"Triton pooling kernel failed: {exc}") from exc
 
 
 def pool_state_cuda(

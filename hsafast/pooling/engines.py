@@ -1,7 +1,8 @@
 """Choosing the pooling backend for an input, with the reason logged.
 
 `cpu`: NumPy's BLAS for the projection + the native fused kernel (hsafast._core).
-`cuda`: the fused CUDA kernel (needs a CUDA build of hsafast and a torch CUDA tensor).
+`cuda`: the fused GPU kernels for a torch CUDA tensor: hsafast's CUDA build, or the fused
+Triton kernel where hsafast was built without CUDA but Triton is installed.
 `torch`: the eager PyTorch reference, on whatever device the tensor lives.
 """
 
@@ -41,6 +42,13 @@ def cuda_built() -> bool:
     return hasattr(_core, "pool_cuda")
 
 
+def gpu_kernels_available() -> bool:
+    """Whether the `cuda` engine can run: a CUDA build of hsafast, or Triton."""
+    from hsafast.pooling import triton_fused
+
+    return cuda_built() or triton_fused.available()
+
+
 def resolve_engine(h: Any, engine: str) -> str:
     """The concrete engine for `h`; raises PoolingError when the requested one cannot run."""
     if engine not in ENGINES:
@@ -49,18 +57,25 @@ def resolve_engine(h: Any, engine: str) -> str:
     if engine == "cuda":
         if not gpu:
             raise PoolingError("engine='cuda' needs h as a torch tensor on a CUDA device")
-        if not cuda_built():
-            raise PoolingError("engine='cuda': hsafast was built without CUDA (HSAFAST_CUDA=OFF)")
+        if not gpu_kernels_available():
+            raise PoolingError(
+                "engine='cuda': hsafast was built without CUDA (HSAFAST_CUDA=OFF) and Triton "
+                "is not installed"
+            )
         return "cuda"
     if engine == "cpu" and gpu:
         raise PoolingError("engine='cpu' was given a CUDA tensor; move it to the CPU first")
     if engine != "auto":
         return engine
     if gpu:
-        if cuda_built():
-            log.debug("pooling engine cuda: h is on %s and the CUDA kernels are built", h.device)
+        if gpu_kernels_available():
+            log.debug("pooling engine cuda: h is on %s", h.device)
             return "cuda"
-        log.info("pooling engine torch: h is on %s but hsafast was built without CUDA", h.device)
+        log.info(
+            "pooling engine torch: h is on %s but hsafast was built without CUDA and Triton is "
+            "not installed",
+            h.device,
+        )
         return "torch"
     log.debug("pooling engine cpu: h is in host memory")
     return "cpu"
