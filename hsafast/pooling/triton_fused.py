@@ -10,8 +10,8 @@ for the second hidden slab and the weighted sum. A second small kernel merges th
 states (the Flash-Decoding merge) into the [m, s, acc] state of ``PoolState`` and the pooled
 vector; a third, on request, turns the logits into softmax weights in place.
 
-Measured on an H200 (N=100k, D=1024, H=256, bf16): 0.40 ms, against 0.51 ms for eager
-PyTorch and 0.29 ms for cuBLAS + hsafast's one-pass CUDA epilogue; the projection alone runs
+Measured on an H200 (N=100k, D=1024, H=256, bf16): 0.40-0.42 ms, against 0.51 ms for eager
+PyTorch and 0.29-0.31 ms for cuBLAS + hsafast's one-pass CUDA epilogue; the projection alone runs
 at about 350 TFLOP/s here where cuBLAS reaches about 630 (no warp specialisation or TMA in
 this kernel). So a CUDA build of hsafast keeps cuBLAS + one-pass by default, and this kernel
 is the GPU path of builds without CUDA (the default pip install), and needs no N x 2H buffer.
@@ -55,7 +55,7 @@ class TileConfig:
 
 
 #: Tile shape used when none is given, the fastest in `python -m bench pool --device cuda`
-#: on an H200 (0.40 ms at N=100k, D=1024, H=256; "reduce" 0.46 ms).
+#: on an H200 (0.40-0.42 ms at N=100k, D=1024, H=256; "reduce" 0.43-0.46 ms).
 DEFAULT_TILES = TileConfig()
 
 #: Shapes the benchmark compares (and the GPU tests check). Each compiles for sm_90 and fits
