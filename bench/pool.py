@@ -93,6 +93,10 @@ def run_cpu(a: argparse.Namespace) -> Table:
         ("matmul alone, PyTorch", lambda: th @ w_t.T),
         (f"matmul alone, NumPy, chunks of {chunk}", numpy_chunked_matmul),
     ]
+    # the physical limit on this machine: the best rate of this BLAS on a large square product
+    square = np.random.default_rng(2).random((2048, 2048), dtype=np.float32)
+    peak = "BLAS peak: NumPy sgemm 2048^3, scaled to these FLOPs"
+    peers.append((peak, lambda: square @ square))
     if not a.quick or n <= 20000:
         peers.append(("NumPy reference (fp64)", lambda: gated_attention_pool_numpy(h, params)))
     name = "pool_cpu_cputime" if a.cpu_time else "pool_cpu"
@@ -100,6 +104,7 @@ def run_cpu(a: argparse.Namespace) -> Table:
     flops = 2.0 * n * a.dim * 2 * a.hidden
     with threadpool_limits(limits=a.threads):
         times = _interleaved(peers, repeats, time.thread_time if a.cpu_time else time.perf_counter)
+    times[peak] *= flops / (2.0 * 2048**3)
     base = times[peers[0][0]]
     for name, _ in peers:
         t = times[name]

@@ -104,11 +104,11 @@ def launch(
     and logits (float32 N; softmax weights with ``want_weights``) when asked. With
     ``logits_only`` just the logits: no weighted sum, no merge (the benchmark's breakdown).
     """
+    if not available():
+        raise PoolingError("the Triton pooling path needs Triton (pip install triton)")
     import torch
     import triton
 
-    if not available():
-        raise PoolingError("the Triton pooling path needs Triton (pip install triton)")
     from hsafast.pooling import triton_kernels as k
 
     t = tiles or DEFAULT_TILES
