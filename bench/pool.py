@@ -258,6 +258,17 @@ def _triton_tiles(
             (params.w, torch.float32),
         )
     )
+    # each shape's result is checked against fp32 arithmetic on the same 16-bit operands
+    from hsafast.pooling import GatedAttentionParams
+    from hsafast.pooling.reference import gated_attention_pool_torch
+
+    rounded = args[0].float().cpu().numpy()
+    exact = gated_attention_pool_torch(
+        h.float(),
+        GatedAttentionParams(
+            rounded[: params.hidden], params.bV, rounded[params.hidden :], params.bU, params.w
+        ),
+    )
     rows = []
     for t in tf.CANDIDATE_TILES:
         name = (
@@ -268,10 +279,12 @@ def _triton_tiles(
             tf.launch, h, *args, params.b_w, want_logits=False, want_weights=False, tiles=t
         )
         try:
-            fn()
+            pooled = fn()["pooled"]
         except Exception as exc:  # a shape that does not compile here is reported, not fatal
             print(f"{name.strip()}: {type(exc).__name__}: {exc}")
             continue
+        error = float((pooled - exact).abs().max() / exact.abs().max())
+        print(f"{name.strip()}: relative error {error:.1e}")
         rows.append((name, fn, nbytes))
     only = partial(tf.launch, h, *args, params.b_w, want_logits=True, want_weights=False)
     rows.append(

@@ -69,6 +69,14 @@ CANDIDATE_TILES = (
     TileConfig(hidden=64, stages=4, weighted_sum="reduce"),
     TileConfig(rows=64, warps=4, stages=4, weighted_sum="reduce"),
     TileConfig(rows=256, hidden=64, weighted_sum="reduce"),
+    # one warp group and at most ~113 KB of shared memory: two blocks per SM, so that one
+    # block's gates and weighted sum overlap the other's projection
+    TileConfig(hidden=64, warps=4),
+    TileConfig(hidden=64, warps=4, weighted_sum="reduce"),
+    TileConfig(hidden=64, warps=4, stages=2),
+    TileConfig(rows=64, warps=4, stages=2),
+    TileConfig(hidden=64, depth=32, warps=4, stages=4),
+    TileConfig(rows=64, hidden=64, warps=4),
 )
 
 
