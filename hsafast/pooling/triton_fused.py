@@ -70,7 +70,7 @@ CANDIDATE_TILES = (
     TileConfig(rows=64, warps=4, stages=4, weighted_sum="reduce"),
     TileConfig(rows=256, hidden=64, weighted_sum="reduce"),
     # one warp group and at most ~113 KB of shared memory: two blocks per SM, so that one
-    # block's gates and weighted sum overlap the other's projection
+    # block's gates and weighted sum may overlap the other's projection (measured: slower)
     TileConfig(hidden=64, warps=4),
     TileConfig(hidden=64, warps=4, weighted_sum="reduce"),
     TileConfig(hidden=64, warps=4, stages=2),
