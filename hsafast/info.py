@@ -15,6 +15,7 @@ OPTIONAL_PACKAGES = {
     "nvidia.nvimgcodec": "GPU tile decoding (nvImageCodec)",
     "cupy": "GPU arrays",
     "torch": "encoders and training (PyTorch)",
+    "triton": "fused GPU pooling without a CUDA build (Triton)",
     "onnxruntime": "encoders (ONNX Runtime)",
     "tensorrt": "encoders (TensorRT)",
     "nvidia.dali": "training input pipeline (DALI)",
