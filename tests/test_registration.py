@@ -59,11 +59,12 @@ def test_mouse_pair_landmarks(mouse, mouse_registration) -> None:
     affine = float(np.median(rtre(reg.map(a, nonrigid=False), b, diag)))
     nonrigid = float(np.median(rtre(reg.map(a), b, diag)))
     assert affine <= 1.05 * floor, f"affine rTRE {affine:.5f} vs floor {floor:.5f}"
-    # the smooth field goes below what any affine map can reach (measured: ~0.79x)
-    assert nonrigid <= 0.85 * floor, f"non-rigid rTRE {nonrigid:.5f} vs floor {floor:.5f}"
+    # the smooth field goes below what any affine map can reach (measured: 0.74x forward,
+    # 0.73x inverse; the single-threshold field of earlier versions reached 0.78x)
+    assert nonrigid <= 0.8 * floor, f"non-rigid rTRE {nonrigid:.5f} vs floor {floor:.5f}"
     # and the inverse maps the IHC landmarks back as well
     back = float(np.median(rtre(reg.inverse_map(b), a, diag)))
-    assert back <= 0.85 * floor
+    assert back <= 0.8 * floor
 
 
 def test_kidney_pair_registers_plausibly(birl_kidney: Path) -> None:

@@ -109,6 +109,12 @@ def test_config_checks() -> None:
         RegistrationConfig(angle_step=0)
     cfg = RegistrationConfig.from_dict(RegistrationConfig(ecc_levels=(4, 2)).to_dict())
     assert cfg.ecc_levels == (4, 2)
+    assert cfg.structure_quantiles == RegistrationConfig().structure_quantiles
+    # a file written with a single threshold still loads
+    assert RegistrationConfig.from_dict({"structure_quantile": 0.25}).structure_quantiles == (0.25,)
+    for bad in ((), (0.3, 1.0), (-0.1,)):
+        with pytest.raises(ConfigError, match="structure_quantiles"):
+            RegistrationConfig(structure_quantiles=bad)
 
 
 @pytest.fixture(scope="module")

@@ -111,6 +111,16 @@ def test_error_against_true_transform(cohort: Path, registered, nonrigid: bool) 
     assert um < MAX_MEDIAN_UM, f"{case_id}: median error {um:.2f} um"
 
 
+def test_field_does_not_make_the_cohort_worse(cohort: Path, registered) -> None:
+    """The simulated deformation is smaller than the flow's error; a field may be kept only
+    where it helps, so the cohort's median error must not rise."""
+    cases, pairs, _ = registered
+    affine = [_errors(cohort, c, r, False)[0] for c, r in zip(cases, pairs, strict=True)]
+    final = [_errors(cohort, c, r, True)[0] for c, r in zip(cases, pairs, strict=True)]
+    kept = [c.case_id for c, r in zip(cases, pairs, strict=True) if r.field is not None]
+    assert np.median(final) <= np.median(affine) * 1.02, (affine, final, kept)
+
+
 def test_sections_of_different_cases_are_refused(registered) -> None:
     cases, pairs, others = registered
     accepted = [(c.case_id, r.quality) for c, r in zip(cases, others, strict=True) if r.ok]

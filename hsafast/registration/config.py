@@ -30,8 +30,9 @@ class RegistrationConfig:
     """Iterations of OpenCV's ECC per pyramid level."""
     nonrigid: bool = True
     """Estimate a smooth displacement field after the affine stage."""
-    structure_quantile: float = 0.3
-    """Share of the tissue (lowest OD) counted as lumen in the images of the flow."""
+    structure_quantiles: tuple[float, ...] = (0.2, 0.3, 0.4)
+    """Shares of the tissue (lowest OD) counted as lumen in the images of the flow; one
+    flow per share, averaged."""
     flow_blur: float = 3.0
     """Blur of the tissue/lumen images given to the optical flow."""
     flow_window: int = 63
@@ -40,6 +41,9 @@ class RegistrationConfig:
     """The optical flow runs this many times coarser than the working images."""
     field_sigma: float = 12.0
     """Gaussian regularisation of the displacement field (tissue-weighted)."""
+    field_significance: float = 2.0
+    """The field is kept only when it raises the correlation of the verdict (edge images,
+    ``quality_sigma``) by more than this many standard errors (Fisher z)."""
     field_step: int = 4
     """The stored field is this many times coarser than the working images."""
     min_tissue_fraction: float = 0.002
@@ -84,6 +88,12 @@ class RegistrationConfig:
                 raise ConfigError(f"{name} must be positive, got {value}")
         if self.coarse_size > self.work_size:
             raise ConfigError("coarse_size must not exceed work_size")
+        if not self.structure_quantiles or any(
+            not 0.0 < float(q) < 1.0 for q in self.structure_quantiles
+        ):
+            raise ConfigError(
+                f"structure_quantiles must lie in (0, 1), got {self.structure_quantiles}"
+            )
         if not self.ecc_levels or any(int(v) < 1 for v in self.ecc_levels):
             raise ConfigError(f"ecc_levels must be downsamples >= 1, got {self.ecc_levels}")
         for name in (
@@ -91,7 +101,6 @@ class RegistrationConfig:
             "min_coverage",
             "min_he_coverage",
             "min_tissue_fraction",
-            "structure_quantile",
             "min_candidate_overlap",
         ):
             if not 0.0 <= getattr(self, name) <= 1.0:
@@ -101,6 +110,7 @@ class RegistrationConfig:
         out = asdict(self)
         out.pop("extra")
         out["ecc_levels"] = list(self.ecc_levels)
+        out["structure_quantiles"] = list(self.structure_quantiles)
         return out
 
     @classmethod
@@ -108,6 +118,10 @@ class RegistrationConfig:
         known = {f.name for f in fields(cls)} - {"extra"}
         unknown = {k: v for k, v in values.items() if k not in known}
         kwargs = {k: v for k, v in values.items() if k in known}
+        if "structure_quantile" in unknown:  # one threshold, as older files have it
+            kwargs.setdefault("structure_quantiles", (unknown.pop("structure_quantile"),))
+        if "structure_quantiles" in kwargs:
+            kwargs["structure_quantiles"] = tuple(float(q) for q in kwargs["structure_quantiles"])
         if "ecc_levels" in kwargs:
             kwargs["ecc_levels"] = tuple(int(v) for v in kwargs["ecc_levels"])
         return cls(**kwargs, extra=unknown)

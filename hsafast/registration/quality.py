@@ -30,6 +30,28 @@ class Verdict:
     ok: bool
     reason: str = ""
     quality: dict[str, float] = field(default_factory=dict)
+    samples: float = 0.0
+    """Effective number of independent pixels behind ``quality['ncc']``."""
+
+
+def effective_samples(pixels: float, sigma: float) -> float:
+    """Independent samples in ``pixels`` of an image blurred by a Gaussian of ``sigma``:
+    neighbours within the blur's correlation area (4 pi sigma^2) carry one sample."""
+    return float(pixels) / (4.0 * np.pi * sigma * sigma)
+
+
+def correlation_gain(before: Verdict, after: Verdict) -> float:
+    """How much ``after`` raised the correlation over ``before``, in standard errors.
+
+    Fisher's z = atanh(r) has a standard error of 1/sqrt(n - 3) for n independent
+    samples, whatever r is, so a gain of 2 is one that noise alone rarely makes.
+    """
+    n = min(before.samples, after.samples)
+    if n <= 4:
+        return 0.0
+    r0 = float(np.clip(before.quality.get("ncc", 0.0), -0.9999, 0.9999))
+    r1 = float(np.clip(after.quality.get("ncc", 0.0), -0.9999, 0.9999))
+    return float((np.arctanh(r1) - np.arctanh(r0)) * np.sqrt(n - 3.0))
 
 
 def check_inputs(
@@ -137,6 +159,7 @@ def assess(
     # sign of a wrong map (the Dice and coverage checks bound how much may be missing)
     region = he.tissue & warped_tissue
     ncc = normalised_cross_correlation(edges_he, edges_ihc, region)
+    samples = effective_samples(float(region.sum()), config.quality_sigma)
     quality = {
         "dice": round(dice, 4),
         "he_coverage": round(he_cover, 4),
@@ -145,13 +168,14 @@ def assess(
     }
     if dice < config.min_dice:
         reason = f"tissue masks overlap poorly after registration (Dice {dice:.2f})"
-        return Verdict(False, reason, quality)
+        return Verdict(False, reason, quality, samples)
     if ihc_cover < config.min_coverage:
         return Verdict(
             False,
             f"only {100 * ihc_cover:.0f}% of the IHC tissue lands on tissue of the H&E "
             "section: not a pair, or extra tissue (a control?) dominates the IHC mask",
             quality,
+            samples,
         )
     if he_cover < config.min_he_coverage:
         return Verdict(
@@ -160,11 +184,12 @@ def assess(
             "section: not a pair, most of the IHC section was lost, or extra tissue "
             "dominates the H&E mask",
             quality,
+            samples,
         )
     if ncc < config.min_ncc:
         reason = f"registered tissue structure does not correlate (NCC {ncc:.2f})"
-        return Verdict(False, reason, quality)
-    return Verdict(True, "", quality)
+        return Verdict(False, reason, quality, samples)
+    return Verdict(True, "", quality, samples)
 
 
 def rtre(predicted: np.ndarray, target: np.ndarray, diagonal: float) -> np.ndarray:
