@@ -242,22 +242,14 @@ def _triton_tiles(
     h: Any, params: Any, nbytes: float
 ) -> list[tuple[str, Callable[[], object], float]]:
     """The fused Triton kernel with each candidate tile shape (skipped without Triton)."""
-    import torch
-
+    from hsafast.pooling import cuda as pc
     from hsafast.pooling import triton_fused as tf
 
     if not tf.available():
         print("Triton not installed: no Triton rows")
         return []
-    args = tuple(
-        torch.from_numpy(a).to("cuda", dt)
-        for a, dt in (
-            (params.stacked(), h.dtype),
-            (params.bV, torch.float32),
-            (params.bU, torch.float32),
-            (params.w, torch.float32),
-        )
-    )
+    p = pc.device_params(params, h.device, h.dtype)
+    args = (p["weights"], p["bV"], p["bU"], p["w"])
     # each shape's result is checked against fp32 arithmetic on the same 16-bit operands
     from hsafast.pooling import GatedAttentionParams
     from hsafast.pooling.reference import gated_attention_pool_torch

@@ -215,20 +215,26 @@ def test_cuda_rejects_nan_and_inf(projection: str) -> None:
 def test_triton_candidate_tiles_match_reference(n: int, dim: int, hidden: int) -> None:
     """Every tile shape the benchmark may pick as the default, ragged and even D."""
     pytest.importorskip("triton")
-    import torch
-
     from hsafast.pooling import triton_fused as tf
+    from hsafast.pooling.cuda import device_params
 
     params = random_params(dim, hidden, seed=9, scale=4.0)
     h = _cuda_bag(n, dim)
     ref, ref_w = gated_attention_pool_torch(
         h.float(), _rounded(params, "bfloat16"), return_weights=True
     )
-    stacked = torch.from_numpy(params.stacked()).to("cuda", torch.bfloat16)
-    vectors = [torch.from_numpy(a).to("cuda") for a in (params.bV, params.bU, params.w)]
+    p = device_params(params, h.device, h.dtype)
     for tiles in tf.CANDIDATE_TILES:
         out = tf.launch(
-            h, stacked, *vectors, params.b_w, want_logits=False, want_weights=True, tiles=tiles
+            h,
+            p["weights"],
+            p["bV"],
+            p["bU"],
+            p["w"],
+            params.b_w,
+            want_logits=False,
+            want_weights=True,
+            tiles=tiles,
         )
         assert int(out["status"].item()) == 0, tiles
         assert_close(out["pooled"].cpu().numpy(), ref.cpu().numpy(), 2e-3, f"pooled, {tiles}")

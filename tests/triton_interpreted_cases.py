@@ -15,6 +15,7 @@ from pooling_helpers import random_bag, random_params
 
 from hsafast.pooling import GatedAttentionParams
 from hsafast.pooling import triton_fused as tf
+from hsafast.pooling.cuda import device_params
 from hsafast.pooling.reference import gated_attention_pool_torch
 
 
@@ -27,8 +28,9 @@ def run(n: int, dim: int, hidden: int, tiles: tf.TileConfig, bad: str | None) ->
     h = torch.from_numpy(random_bag(n, dim, seed=n + dim)).to(torch.float16)
     if bad:
         h[n // 2, dim // 3] = float(bad)
-    stacked = torch.from_numpy(params.stacked()).to(torch.float16)
-    args = (h, stacked, *(torch.from_numpy(a) for a in (params.bV, params.bU, params.w)))
+    p = device_params(params, h.device, h.dtype)
+    stacked = p["weights"]
+    args = (h, stacked, p["bV"], p["bU"], p["w"])
     logits = tf.launch(*args, params.b_w, want_logits=True, want_weights=False, tiles=tiles)
     out = tf.launch(*args, params.b_w, want_logits=False, want_weights=True, tiles=tiles)
     # the reference on exactly the kernel's 16-bit operands, in fp32 arithmetic

@@ -56,7 +56,9 @@ def choose_projection(n: int, hidden: int) -> str:
     return choice
 
 
-def _device_params(params: GatedAttentionParams, device: Any, dtype: Any) -> dict[str, Any]:
+def device_params(params: GatedAttentionParams, device: Any, dtype: Any) -> dict[str, Any]:
+    """The head as torch tensors on ``device``, cached on ``params``: the stacked [V; U]
+    (``weights``, 2H x D, and ``weights_t``) in ``dtype``, ``bV``, ``bU``, ``w`` in float32."""
     import torch
 
     key = f"cuda-kernel:{device}:{dtype}"
@@ -114,7 +116,7 @@ def _launch_pool(
             raise PoolingError("the Triton path computes its own projection; z must be None")
         return _launch_triton(h, params, want_logits=want_logits, want_weights=want_weights)
     with torch.cuda.device(device):
-        p = _device_params(params, device, h.dtype)
+        p = device_params(params, device, h.dtype)
         # the GEMM goes first, so that the allocations below overlap with it on the GPU; it
         # runs on the same stream, so its buffer outlives its use by the kernels
         if z is None and projection == "cublas":
@@ -173,7 +175,7 @@ def _launch_triton(
     from hsafast.pooling import triton_fused
 
     with torch.cuda.device(h.device):
-        p = _device_params(params, h.device, h.dtype)
+        p = device_params(params, h.device, h.dtype)
         try:
             return triton_fused.launch(
                 h,

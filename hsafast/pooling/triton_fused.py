@@ -22,6 +22,7 @@ path can run.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,7 @@ from typing import Any
 from hsafast.errors import PoolingError
 
 
+@functools.cache
 def available() -> bool:
     """Whether Triton is installed (the kernels compile on first use)."""
     return importlib.util.find_spec("triton") is not None
