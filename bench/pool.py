@@ -25,6 +25,8 @@ import numpy as np
 
 from bench._common import Table
 
+_CPU_PAUSE_S = 0.3  # idle time before each timed CPU call (see _interleaved)
+
 
 def _args(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench pool", description=__doc__)
@@ -103,7 +105,8 @@ def run_cpu(a: argparse.Namespace) -> Table:
     table = Table(name, ["implementation", "median ms", "x hsafast", "GFLOP/s"])
     flops = 2.0 * n * a.dim * 2 * a.hidden
     with threadpool_limits(limits=a.threads):
-        times = _interleaved(peers, repeats, time.thread_time if a.cpu_time else time.perf_counter)
+        clock = time.thread_time if a.cpu_time else time.perf_counter
+        times = _interleaved(peers, repeats, clock, pause=_CPU_PAUSE_S)
     times[peak] *= flops / (2.0 * 2048**3)
     base = times[peers[0][0]]
     for name, _ in peers:
@@ -118,6 +121,7 @@ def run_cpu(a: argparse.Namespace) -> Table:
         chunk=chunk,
         dtype="float32",
         repeats=repeats,
+        pause_s=_CPU_PAUSE_S,
     )
     return table
 
@@ -126,13 +130,21 @@ def _interleaved(
     peers: list[tuple[str, Callable[[], object]]],
     repeats: int,
     clock: Callable[[], float] = time.perf_counter,
+    pause: float = 0.0,
 ) -> dict[str, float]:
-    """Median seconds per peer, timing the peers in turn so that load drifts hit all alike."""
+    """Median seconds per peer, timing the peers in turn so that load drifts hit all alike.
+
+    `pause` seconds of idle time before each timed call let the previous peer's thread pools
+    go to sleep: OpenBLAS workers spin for about 0.1 s after a call (2^28 cycles) and GNU
+    OpenMP's for a shorter while, and a spinning worker takes half a core from whatever runs
+    next. Without the pause each peer's time depends on which peer ran before it.
+    """
     samples: dict[str, list[float]] = {name: [] for name, _ in peers}
     for _name, fn in peers:
         fn()
     for _ in range(repeats):
         for name, fn in peers:
+            time.sleep(pause)
             t0 = clock()
             fn()
             samples[name].append(clock() - t0)

@@ -124,6 +124,32 @@ inline float row_logit(const float* z, const GateParams& p) {
 constexpr int64_t kRowBlock = 32;  // rows whose logits are computed before their h rows are summed
 constexpr int64_t kMinRowsPerTask = 64;
 
+// acc(float64) += sum of e[i] * row i of h over one block of rows. The block's sum runs in
+// float32 (block_sum, D floats that stay in L1) and reaches acc once per block: float32 SIMD
+// is twice as wide as float64 and needs no conversions, and a block is too short for float32
+// rounding to matter (32 terms, each e <= 1), while acc keeps float64 over the whole bag.
+void add_weighted_rows(const float* h, int64_t ldh, const double* e, int64_t rows, int64_t D,
+                       float* block_sum, double* acc) {
+  std::fill(block_sum, block_sum + D, 0.0f);
+  int64_t i = 0;
+  for (; i + 4 <= rows; i += 4) {  // four rows per pass over block_sum: a quarter of its traffic
+    const float e0 = static_cast<float>(e[i]), e1 = static_cast<float>(e[i + 1]);
+    const float e2 = static_cast<float>(e[i + 2]), e3 = static_cast<float>(e[i + 3]);
+    const float* h0 = h + i * ldh;
+    const float* h1 = h0 + ldh;
+    const float* h2 = h1 + ldh;
+    const float* h3 = h2 + ldh;
+    for (int64_t d = 0; d < D; ++d)
+      block_sum[d] += (e0 * h0[d] + e1 * h1[d]) + (e2 * h2[d] + e3 * h3[d]);
+  }
+  for (; i < rows; ++i) {
+    const float ei = static_cast<float>(e[i]);
+    const float* hr = h + i * ldh;
+    for (int64_t d = 0; d < D; ++d) block_sum[d] += ei * hr[d];
+  }
+  for (int64_t d = 0; d < D; ++d) acc[d] += static_cast<double>(block_sum[d]);
+}
+
 // Pools rows [r0, r1) into a fresh state part = [m, s, acc(D)]; false on a non-finite logit.
 bool pool_rows(const PoolChunk& c, const GateParams& p, int64_t r0, int64_t r1, double* part,
                float* logits) {
@@ -132,6 +158,8 @@ bool pool_rows(const PoolChunk& c, const GateParams& p, int64_t r0, int64_t r1, 
   double s = 0.0;
   double* acc = part + 2;
   std::fill(acc, acc + D, 0.0);
+  std::vector<float> block_sum(static_cast<size_t>(D));
+  double e[kRowBlock];
   for (int64_t b0 = r0; b0 < r1; b0 += kRowBlock) {
     const int64_t b1 = std::min(r1, b0 + kRowBlock);
     double block_max = -std::numeric_limits<double>::infinity();
@@ -147,27 +175,11 @@ bool pool_rows(const PoolChunk& c, const GateParams& p, int64_t r0, int64_t r1, 
       for (int64_t d = 0; d < D; ++d) acc[d] *= scale;
       m = block_max;
     }
-    int64_t i = b0;
-    for (; i + 4 <= b1; i += 4) {  // four rows per pass over acc: a quarter of its traffic
-      const double e0 = std::exp(static_cast<double>(logits[i]) - m);
-      const double e1 = std::exp(static_cast<double>(logits[i + 1]) - m);
-      const double e2 = std::exp(static_cast<double>(logits[i + 2]) - m);
-      const double e3 = std::exp(static_cast<double>(logits[i + 3]) - m);
-      s += (e0 + e1) + (e2 + e3);
-      const float* h0 = c.h + i * c.ldh;
-      const float* h1 = h0 + c.ldh;
-      const float* h2 = h1 + c.ldh;
-      const float* h3 = h2 + c.ldh;
-      for (int64_t d = 0; d < D; ++d)
-        acc[d] += (e0 * static_cast<double>(h0[d]) + e1 * static_cast<double>(h1[d])) +
-                  (e2 * static_cast<double>(h2[d]) + e3 * static_cast<double>(h3[d]));
+    for (int64_t i = b0; i < b1; ++i) {
+      e[i - b0] = std::exp(static_cast<double>(logits[i]) - m);
+      s += e[i - b0];
     }
-    for (; i < b1; ++i) {
-      const double e = std::exp(static_cast<double>(logits[i]) - m);
-      s += e;
-      const float* hr = c.h + i * c.ldh;
-      for (int64_t d = 0; d < D; ++d) acc[d] += e * static_cast<double>(hr[d]);
-    }
+    add_weighted_rows(c.h + b0 * c.ldh, c.ldh, e, b1 - b0, D, block_sum.data(), acc);
   }
   part[0] = m;
   part[1] = s;
