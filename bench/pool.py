@@ -58,7 +58,7 @@ def run_cpu(a: argparse.Namespace) -> Table:
     import torch
     from threadpoolctl import threadpool_limits
 
-    from hsafast import _core
+    from hsafast._native import core
     from hsafast.pooling import gated_attention_pool
     from hsafast.pooling.cpu import default_chunk
     from hsafast.pooling.reference import gated_attention_pool_numpy, gated_attention_pool_torch
@@ -70,7 +70,7 @@ def run_cpu(a: argparse.Namespace) -> Table:
     h, params = _bag(n, a.dim, a.hidden)
     chunk = a.chunk or default_chunk(a.dim)
     torch.set_num_threads(a.threads)
-    _core.set_num_threads(a.threads)
+    core.set_num_threads(a.threads)
     th = torch.from_numpy(h)
     stacked = params.stacked()
     w_t = torch.from_numpy(stacked)

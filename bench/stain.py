@@ -92,17 +92,17 @@ def rgb2hed_only(tiles: np.ndarray, threads: int) -> None:
 
 
 def throughput(table: Table, tiles: np.ndarray, threads: list[int], repeats: int) -> None:
-    from hsafast import _core
+    from hsafast._native import core
 
     mpx = tiles[..., 0].size / 1e6
-    before = _core.get_num_threads()
+    before = core.get_num_threads()
     skimage_stats(tiles, 1)  # warm both paths up once before any timing
     hsafast_stats(tiles)
     for t in threads:
-        _core.set_num_threads(t)
+        core.set_num_threads(t)
         with _blas_threads(t):
             _throughput_at(table, tiles, t, repeats, mpx)
-    _core.set_num_threads(before)
+    core.set_num_threads(before)
 
 
 def _blas_threads(n: int) -> Any:

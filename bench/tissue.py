@@ -203,11 +203,11 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     repeats = args.repeats or (3 if args.quick else 9)
 
-    from hsafast import _core
+    from hsafast._native import core
     from hsafast.slides import open_slide
     from hsafast.tissue import TissueConfig, detect_tissue, detect_tissue_image
 
-    _core.set_num_threads(args.threads)
+    core.set_num_threads(args.threads)
     logging.getLogger("hsafast.tissue").setLevel(logging.ERROR)  # pixel-unit notices
     config = TissueConfig()
     histolab = histolab_masker()
@@ -267,7 +267,7 @@ def main(argv: list[str]) -> int:
     table.notes = {
         "command": "python -m bench " + " ".join(["tissue", *argv]),
         "repeats": repeats,
-        "threads": _core.get_num_threads(),
+        "threads": core.get_num_threads(),
         "clam_params": {**CLAM_SEG, **CLAM_FILTER, "ref_patch_size": CLAM_REF_PATCH},
         "histolab": "not importable" if histolab is None else "filter chain of histolab.masks",
         "seconds": round(time.perf_counter() - started, 1),

@@ -31,11 +31,11 @@ def _importable(name: str) -> bool:
 
 
 def build_info() -> dict[str, Any]:
-    """The native core's compile-time features (see ``hsafast._core.build_info``)."""
-    from hsafast import _core
+    """The native core's compile-time features (see ``hsafast.core.build_info``)."""
+    from hsafast._native import core
 
-    info = dict(_core.build_info())
-    info["jpeg_decoder"] = _core.jpeg_decoder_version() or "none (imagecodecs fallback)"
+    info = dict(core.build_info())
+    info["jpeg_decoder"] = core.jpeg_decoder_version() or "none (imagecodecs fallback)"
     return info
 
 

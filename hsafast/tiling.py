@@ -85,7 +85,7 @@ def tile_fractions(mask: TissueMask, coords: np.ndarray, patch_size_level0: int)
 
     The parts of a tile outside the mask (past the slide's edge) count as glass.
     """
-    from hsafast import _core
+    from hsafast._native import core
 
     coords = np.asarray(coords, dtype=np.float64).reshape(-1, 2)
     dx, dy = mask.downsample
@@ -94,7 +94,7 @@ def tile_fractions(mask: TissueMask, coords: np.ndarray, patch_size_level0: int)
     boxes[:, 1] = coords[:, 1] / dy
     boxes[:, 2] = (coords[:, 0] + patch_size_level0) / dx
     boxes[:, 3] = (coords[:, 1] + patch_size_level0) / dy
-    return np.asarray(_core.box_fractions(np.ascontiguousarray(mask.mask), boxes))
+    return np.asarray(core.box_fractions(np.ascontiguousarray(mask.mask), boxes))
 
 
 def tile_grid(

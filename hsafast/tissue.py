@@ -330,7 +330,7 @@ def detect_tissue_image(
     ``config.mpp`` um (pixel units). ``level0_size`` and ``slide_mpp`` place the
     mask on its slide (default: the image is level 0).
     """
-    from hsafast import _core
+    from hsafast._native import core
 
     config = config or TissueConfig()
     path = None if slide_path is None else Path(slide_path)
@@ -345,7 +345,7 @@ def detect_tissue_image(
     if mask_mpp is not None and not (math.isfinite(mask_mpp) and mask_mpp > 0):
         raise InvalidParameterError(f"mask_mpp must be positive, got {mask_mpp}", path)
     h, w = rgb.shape[:2]
-    mask_u8, info = _core.tissue_mask(rgb, **_native_params(config, mask_mpp or config.mpp, path))
+    mask_u8, info = core.tissue_mask(rgb, **_native_params(config, mask_mpp or config.mpp, path))
     size0 = level0_size or (w, h)
     threshold = info["threshold"] / OD_SCALE
     if info["components"] == 0:

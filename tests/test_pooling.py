@@ -7,7 +7,7 @@ import pytest
 import torch
 from pooling_helpers import assert_close, random_bag, random_params
 
-from hsafast import _core
+from hsafast._native import core
 from hsafast.errors import PoolingError
 from hsafast.pooling import GatedAttentionParams, gated_attention_pool
 from hsafast.pooling.reference import gated_attention_pool_numpy, gated_attention_pool_torch
@@ -57,7 +57,7 @@ def test_gated_logits_kernel_vs_float64(hidden: int) -> None:
         ]
     ).astype(np.float32)
     bv, bu, w = (rng.normal(0, 0.5, size=hidden).astype(np.float32) for _ in range(3))
-    got = _core.gated_logits(z, bv, bu, w, 0.25)
+    got = core.gated_logits(z, bv, bu, w, 0.25)
     z64 = z.astype(np.float64)
     gate = np.tanh(z64[:, :hidden] + bv) / (1.0 + np.exp(-(z64[:, hidden:] + bu)))
     want = gate @ w.astype(np.float64) + 0.25
@@ -69,14 +69,14 @@ def test_gated_logits_kernel_vs_float64(hidden: int) -> None:
 def test_thread_counts_agree() -> None:
     params = random_params(96, 40, seed=3)
     h = random_bag(5000, 96, seed=4)
-    before = _core.get_num_threads()
+    before = core.get_num_threads()
     try:
-        _core.set_num_threads(1)
+        core.set_num_threads(1)
         one = gated_attention_pool(h, params, engine="cpu")
-        _core.set_num_threads(2)
+        core.set_num_threads(2)
         two = gated_attention_pool(h, params, engine="cpu")
     finally:
-        _core.set_num_threads(before)
+        core.set_num_threads(before)
     assert_close(two, one, 1e-6, "2 threads vs 1 thread")
 
 
@@ -207,10 +207,10 @@ def test_native_binding_checks() -> None:
     h = random_bag(4, 8, seed=19)
     state = np.zeros(10)
     with pytest.raises(ValueError, match="z must have 2H = 6 columns"):
-        _core.pool_chunk(z[:, :5], h, p.bV, p.bU, p.w, 0.0, state)
+        core.pool_chunk(z[:, :5], h, p.bV, p.bU, p.w, 0.0, state)
     with pytest.raises(ValueError, match="h must be float32"):
-        _core.pool_chunk(z, h.astype(np.float64), p.bV, p.bU, p.w, 0.0, state)
+        core.pool_chunk(z, h.astype(np.float64), p.bV, p.bU, p.w, 0.0, state)
     with pytest.raises(ValueError, match="state must have D \\+ 2"):
-        _core.pool_chunk(z, h, p.bV, p.bU, p.w, 0.0, np.zeros(9))
+        core.pool_chunk(z, h, p.bV, p.bU, p.w, 0.0, np.zeros(9))
     with pytest.raises(ValueError, match="contiguous along its last axis"):
-        _core.pool_chunk(z, h[:, ::2], p.bV, p.bU, p.w, 0.0, np.zeros(6))
+        core.pool_chunk(z, h[:, ::2], p.bV, p.bU, p.w, 0.0, np.zeros(6))

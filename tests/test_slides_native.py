@@ -45,34 +45,34 @@ def random_image(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 @pytest.mark.parametrize("subsampling", ["444", "422", "420", "440", "411"])
 @pytest.mark.parametrize("shape", [(256, 256), (240, 240), (37, 91)])
 def test_decode_matches_imagecodecs(subsampling: str, shape: tuple[int, int]) -> None:
-    from hsafast import _core
+    from hsafast._native import core
 
     rng = np.random.default_rng(hash((subsampling, shape)) % 2**32)
     img = random_image(rng, *shape)
     data = imagecodecs.jpeg8_encode(img, level=85, subsampling=subsampling)
-    assert_same(_core.jpeg_decode(data), imagecodecs.jpeg8_decode(data), f"YCbCr {subsampling}")
+    assert_same(core.jpeg_decode(data), imagecodecs.jpeg8_decode(data), f"YCbCr {subsampling}")
     rgb = imagecodecs.jpeg8_encode(img, level=85, colorspace="RGB", outcolorspace="RGB")
     assert_same(
-        _core.jpeg_decode(rgb, None, True),
+        core.jpeg_decode(rgb, None, True),
         imagecodecs.jpeg8_decode(rgb, colorspace="RGB"),
         "RGB samples",
     )
 
 
 def test_decode_errors() -> None:
-    from hsafast import _core
+    from hsafast._native import core
 
     img = random_image(np.random.default_rng(5), 64, 64)
     data = imagecodecs.jpeg8_encode(img, level=90)
-    with pytest.raises(_core.TileDecodeError):
-        _core.jpeg_decode(data[: len(data) // 2])
-    with pytest.raises(_core.TileDecodeError):
-        _core.jpeg_decode(b"")
+    with pytest.raises(core.TileDecodeError):
+        core.jpeg_decode(data[: len(data) // 2])
+    with pytest.raises(core.TileDecodeError):
+        core.jpeg_decode(b"")
     gray = imagecodecs.jpeg8_encode(np.ascontiguousarray(img[..., 0]), level=90)
-    with pytest.raises(_core.TileDecodeError, match="3-component"):
-        _core.jpeg_decode(gray)
+    with pytest.raises(core.TileDecodeError, match="3-component"):
+        core.jpeg_decode(gray)
     with pytest.raises(ValueError, match="reduce"):
-        _core.jpeg_decode(data, None, False, 3)
+        core.jpeg_decode(data, None, False, 3)
 
 
 @pytest.fixture(scope="module")
@@ -90,14 +90,14 @@ def tiled(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
 
 def reference_regions(page: object, fd: int, xy: np.ndarray, w: int, h: int, reduce: int):
     """Regions assembled in NumPy from tiles decoded one by one with jpeg_decode."""
-    from hsafast import _core
+    from hsafast._native import core
 
     th, tw = page.tilelength // reduce, page.tilewidth // reduce  # type: ignore[attr-defined]
     across = -(-page.imagewidth // page.tilewidth)  # type: ignore[attr-defined]
     down = -(-page.imagelength // page.tilelength)  # type: ignore[attr-defined]
     big = np.full((down * th, across * tw, 3), 255, dtype=np.uint8)
     for t, (off, cnt) in enumerate(zip(page.dataoffsets, page.databytecounts, strict=True)):  # type: ignore[attr-defined]
-        tile = _core.jpeg_decode(os.pread(fd, cnt, off), None, False, reduce)
+        tile = core.jpeg_decode(os.pread(fd, cnt, off), None, False, reduce)
         r, c = divmod(t, across)
         big[r * th : (r + 1) * th, c * tw : (c + 1) * tw] = tile
     W = -(-page.imagewidth // reduce)  # type: ignore[attr-defined]
@@ -119,7 +119,7 @@ def reference_regions(page: object, fd: int, xy: np.ndarray, w: int, h: int, red
 def test_read_regions_matches_reference(
     tiled: tuple[Path, np.ndarray], reduce: int, threads: int
 ) -> None:
-    from hsafast import _core
+    from hsafast._native import core
 
     path, _ = tiled
     page = tifffile.TiffFile(path).pages[0]
@@ -132,7 +132,7 @@ def test_read_regions_matches_reference(
     try:
         out = np.zeros((n, h, w, 3), dtype=np.uint8)
         across, down = -(-1000 // 128), -(-700 // 64)
-        _core.jpeg_read_regions(
+        core.jpeg_read_regions(
             fd, np.asarray(page.dataoffsets, np.uint64), np.asarray(page.databytecounts, np.uint64),
             across, down, 128, 64, 1000, 700, None, False, xy, out, reduce, threads,
         )  # fmt: skip
@@ -144,7 +144,7 @@ def test_read_regions_matches_reference(
 
 
 def test_read_regions_rejects_bad_arguments(tiled: tuple[Path, np.ndarray]) -> None:
-    from hsafast import _core
+    from hsafast._native import core
 
     path, _ = tiled
     page = tifffile.TiffFile(path).pages[0]
@@ -156,14 +156,14 @@ def test_read_regions_rejects_bad_arguments(tiled: tuple[Path, np.ndarray]) -> N
     try:
         args = (fd, off, cnt, 8, 11, 128, 64, 1000, 700, None, False)
         with pytest.raises(TypeError, match="offsets"):
-            _core.jpeg_read_regions(fd, off.astype(np.int64), *args[2:], xy, out)
+            core.jpeg_read_regions(fd, off.astype(np.int64), *args[2:], xy, out)
         with pytest.raises(TypeError, match="out"):
-            _core.jpeg_read_regions(*args, xy, out.astype(np.int16))
+            core.jpeg_read_regions(*args, xy, out.astype(np.int16))
         with pytest.raises(ValueError, match="N x H x W x 3"):
-            _core.jpeg_read_regions(*args, xy, np.zeros((2, 8, 8, 3), np.uint8))
+            core.jpeg_read_regions(*args, xy, np.zeros((2, 8, 8, 3), np.uint8))
         with pytest.raises(ValueError, match="reduce"):
-            _core.jpeg_read_regions(*args, xy, out, 3)
+            core.jpeg_read_regions(*args, xy, out, 3)
         with pytest.raises(ValueError, match="tiles_across"):
-            _core.jpeg_read_regions(fd, off, cnt, 7, 11, 128, 64, 1000, 700, None, False, xy, out)
+            core.jpeg_read_regions(fd, off, cnt, 7, 11, 128, 64, 1000, 700, None, False, xy, out)
     finally:
         os.close(fd)

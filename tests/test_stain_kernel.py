@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from skimage.color import hdx_from_rgb, rgb2hed, rgb_from_hdx, separate_stains
 
-from hsafast import _core
+from hsafast._native import core
 from hsafast.errors import InvalidParameterError, StainError
 from hsafast.stain import (
     HED,
@@ -121,14 +121,14 @@ def test_pixel_stats_agree_with_skimage_thresholding(ihc: np.ndarray) -> None:
 
 def test_pixel_stats_independent_of_threads() -> None:
     tiles = _tiles()
-    before = _core.get_num_threads()
+    before = core.get_num_threads()
     try:
-        _core.set_num_threads(1)
+        core.set_num_threads(1)
         one = pixel_stats(tiles)
-        _core.set_num_threads(2)
+        core.set_num_threads(2)
         two = pixel_stats(tiles)
     finally:
-        _core.set_num_threads(before)
+        core.set_num_threads(before)
     np.testing.assert_array_equal(one, two)
 
 
@@ -156,7 +156,7 @@ def test_bad_inputs(ihc: np.ndarray) -> None:
     lut = np.zeros(256, np.float32)
     inv = np.eye(3, dtype=np.float32)
     with pytest.raises(ValueError, match="C-contiguous"):
-        _core.stain_concentrations(ihc[:, ::2], lut, inv, True)
+        core.stain_concentrations(ihc[:, ::2], lut, inv, True)
 
 
 def test_macenko_recovers_dab_and_hematoxylin(ihc: np.ndarray) -> None:

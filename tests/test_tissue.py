@@ -15,7 +15,7 @@ from scipy import ndimage as ndi
 from skimage.morphology import disk, remove_small_holes
 
 import hsafast
-from hsafast import _core
+from hsafast._native import core
 from hsafast.errors import InvalidParameterError, MissingPixelSizeError, NoTissueError
 from hsafast.tissue import TissueConfig, _native_params, detect_tissue_image
 
@@ -130,7 +130,7 @@ def ref_filter(mask: np.ndarray, min_area: int, keep_largest: int) -> np.ndarray
 
 def ref_pipeline(rgb: np.ndarray, p: dict) -> np.ndarray:
     n = rgb.shape[0] * rgb.shape[1]
-    stride = _core.sample_stride(n)
+    stride = core.sample_stride(n)
     bg = ref_background(rgb, stride)
     od = ref_od(rgb, bg, p["exclude_artefacts"])
     centers = np.log(np.arange(256) / 100 + 0.01)
@@ -153,34 +153,34 @@ def ref_pipeline(rgb: np.ndarray, p: dict) -> np.ndarray:
 @pytest.mark.parametrize("stride", [1, 3, 7])
 def test_background_matches_numpy_percentile(stride: int, images: dict[str, np.ndarray]) -> None:
     for name, rgb in [("random", random_rgb()), *images.items()]:
-        got = _core.tissue_background(rgb, stride)
+        got = core.tissue_background(rgb, stride)
         assert_same(np.array(got), ref_background(rgb, stride), f"background of {name}")
 
 
 def test_od_map_matches_numpy(images: dict[str, np.ndarray]) -> None:
     for name, rgb in [("random", random_rgb()), *images.items()]:
-        bg = np.array(_core.tissue_background(rgb))
+        bg = np.array(core.tissue_background(rgb))
         for exclude in (True, False):
-            got = _core.tissue_od_map(rgb, tuple(int(v) for v in bg), exclude)
+            got = core.tissue_od_map(rgb, tuple(int(v) for v in bg), exclude)
             assert_same(got, ref_od(rgb, bg, exclude), f"OD of {name} (artefacts {exclude})")
 
 
 def test_od_histogram_and_threshold_match_od_map(images: dict[str, np.ndarray]) -> None:
     for name, rgb in [("random", random_rgb()), *images.items()]:
-        bg = tuple(int(v) for v in _core.tissue_background(rgb))
-        od = np.asarray(_core.tissue_od_map(rgb, bg))
+        bg = tuple(int(v) for v in core.tissue_background(rgb))
+        od = np.asarray(core.tissue_od_map(rgb, bg))
         for stride in (1, 5):
-            hist = _core.tissue_od_histogram(rgb, bg, stride=stride)
+            hist = core.tissue_od_histogram(rgb, bg, stride=stride)
             ref = np.bincount(od.ravel()[::stride], minlength=256)
             assert_same(hist, ref, f"OD histogram of {name}")
         for t in (0, 3, 6, 40):
-            got = _core.tissue_od_threshold(rgb, bg, t)
+            got = core.tissue_od_threshold(rgb, bg, t)
             assert_same(got, od > t, f"OD > {t} of {name}")
 
 
 def test_histogram_matches_bincount() -> None:
     x = RNG.integers(0, 256, size=(123, 77), dtype=np.uint8)
-    assert_same(_core.tissue_histogram(x), np.bincount(x.ravel(), minlength=256), "histogram")
+    assert_same(core.tissue_histogram(x), np.bincount(x.ravel(), minlength=256), "histogram")
 
 
 def test_otsu_matches_bruteforce_and_skimage(images: dict[str, np.ndarray]) -> None:
@@ -189,16 +189,16 @@ def test_otsu_matches_bruteforce_and_skimage(images: dict[str, np.ndarray]) -> N
     centers = np.log(np.arange(256) / 100 + 0.01)
     hists = [RNG.integers(0, 1000, size=256) for _ in range(5)]
     for rgb in images.values():
-        bg = tuple(int(v) for v in _core.tissue_background(rgb))
-        hists.append(_core.tissue_od_histogram(rgb, bg))
+        bg = tuple(int(v) for v in core.tissue_background(rgb))
+        hists.append(core.tissue_od_histogram(rgb, bg))
     for i, hist in enumerate(hists):
-        k = _core.otsu_index(hist, centers)
+        k = core.otsu_index(hist, centers)
         assert k == ref_otsu(hist, centers), f"histogram {i}: native {k}"
         nz = np.flatnonzero(hist)
         lo, hi = nz[0], nz[-1] + 1  # scikit-image needs populated end bins
         sk = threshold_otsu(hist=(hist[lo:hi], centers[lo:hi]))
         assert centers[k] == pytest.approx(sk), f"histogram {i}: skimage {sk} vs {centers[k]}"
-    assert _core.otsu_index(np.eye(1, 256, 9, dtype=np.int64)[0] * 50, centers) == -1
+    assert core.otsu_index(np.eye(1, 256, 9, dtype=np.int64)[0] * 50, centers) == -1
 
 
 @pytest.mark.parametrize("radius", [0, 1, 2, 3, 5, 8])
@@ -206,11 +206,11 @@ def test_disk_morphology_matches_opencv(radius: int, images: dict[str, np.ndarra
     kernel = disk(radius).astype(np.uint8)
     masks = [random_mask(), random_mask(40, 1), random_mask(1, 40), random_mask(p=0.9)]
     for rgb in images.values():
-        bg = tuple(int(v) for v in _core.tissue_background(rgb))
-        masks.append(np.asarray(_core.tissue_od_threshold(rgb, bg, 5)))
+        bg = tuple(int(v) for v in core.tissue_background(rgb))
+        masks.append(np.asarray(core.tissue_od_threshold(rgb, bg, 5)))
     for i, m in enumerate(masks):
-        assert_same(_core.dilate_disk(m, radius), cv2.dilate(m, kernel), f"dilation {i} r{radius}")
-        assert_same(_core.erode_disk(m, radius), cv2.erode(m, kernel), f"erosion {i} r{radius}")
+        assert_same(core.dilate_disk(m, radius), cv2.dilate(m, kernel), f"dilation {i} r{radius}")
+        assert_same(core.erode_disk(m, radius), cv2.erode(m, kernel), f"erosion {i} r{radius}")
 
 
 @pytest.mark.parametrize("connectivity", [4, 8])
@@ -218,10 +218,10 @@ def test_labels_match_scipy(connectivity: int, images: dict[str, np.ndarray]) ->
     structure = np.ones((3, 3)) if connectivity == 8 else None
     masks = [random_mask(), random_mask(p=0.6), (random_mask() * 255).astype(np.uint8)]
     for rgb in images.values():
-        bg = tuple(int(v) for v in _core.tissue_background(rgb))
-        masks.append(np.asarray(_core.tissue_od_threshold(rgb, bg, 5)))
+        bg = tuple(int(v) for v in core.tissue_background(rgb))
+        masks.append(np.asarray(core.tissue_od_threshold(rgb, bg, 5)))
     for i, m in enumerate(masks):
-        labels, area = _core.label(m, connectivity)
+        labels, area = core.label(m, connectivity)
         ref, n = ndi.label(m, structure=structure)
         assert_same(labels, ref, f"labels of mask {i}")
         assert_same(area, np.bincount(ref.ravel(), minlength=n + 1)[1:], f"areas of mask {i}")
@@ -230,14 +230,14 @@ def test_labels_match_scipy(connectivity: int, images: dict[str, np.ndarray]) ->
 @pytest.mark.parametrize("max_area", [-1, 0, 1, 4, 30, 500])
 def test_fill_holes_matches_scipy_and_skimage(max_area: int) -> None:
     for i, m in enumerate([random_mask(p=0.55), random_mask(p=0.7), random_mask(50, 3, 0.6)]):
-        got = _core.fill_holes(m, max_area)
+        got = core.fill_holes(m, max_area)
         assert_same(got, ref_fill_holes(m, max_area), f"fill holes {i} (max {max_area})")
 
 
 @pytest.mark.parametrize(("min_area", "keep"), [(0, 0), (1, 0), (5, 0), (20, 0), (0, 1), (3, 4)])
 def test_filter_components_matches_scipy(min_area: int, keep: int) -> None:
     for i, m in enumerate([random_mask(p=0.4), random_mask(p=0.55)]):
-        got, kept = _core.filter_components(m, min_area, keep)
+        got, kept = core.filter_components(m, min_area, keep)
         ref = ref_filter(m, min_area, keep)
         assert_same(got, ref, f"component filter {i} (min {min_area}, keep {keep})")
         assert kept == ndi.label(ref, structure=np.ones((3, 3)))[1]
@@ -248,20 +248,20 @@ def test_pipeline_matches_reference_chain(images: dict[str, np.ndarray]) -> None
     for name, rgb in images.items():
         for config in configs:
             params = _native_params(config, 8.0)
-            got, info = _core.tissue_mask(rgb, **params)
+            got, info = core.tissue_mask(rgb, **params)
             assert_same(got, ref_pipeline(rgb, params), f"tissue mask of {name}")
             assert params["min_threshold"] <= info["threshold"] <= params["max_threshold"]
 
 
 def test_kernels_reject_bad_buffers() -> None:
     with pytest.raises(TypeError, match="uint8"):
-        _core.dilate_disk(np.zeros((4, 4), dtype=np.float32), 1)
+        core.dilate_disk(np.zeros((4, 4), dtype=np.float32), 1)
     with pytest.raises(ValueError, match="C-contiguous"):
-        _core.erode_disk(random_mask()[:, ::2], 1)
+        core.erode_disk(random_mask()[:, ::2], 1)
     with pytest.raises(ValueError, match="connectivity"):
-        _core.label(random_mask(), 6)
+        core.label(random_mask(), 6)
     with pytest.raises(ValueError, match=r"\(height, width, 3\)"):
-        _core.tissue_background(np.zeros((4, 4, 4), dtype=np.uint8))
+        core.tissue_background(np.zeros((4, 4, 4), dtype=np.uint8))
 
 
 # ---- masks on real slides ----------------------------------------------------------------
@@ -444,13 +444,13 @@ def test_bad_image_input_names_the_slide(tmp_path: Path) -> None:
 def test_same_mask_with_any_thread_count(images: dict[str, np.ndarray]) -> None:
     rgb = images["tcga"]
     params = _native_params(TissueConfig(), 8.0)
-    before = _core.get_num_threads()
+    before = core.get_num_threads()
     try:
         results = []
         for threads in (1, 2, 3):
-            _core.set_num_threads(threads)
-            results.append(np.asarray(_core.tissue_mask(rgb, **params)[0]))
+            core.set_num_threads(threads)
+            results.append(np.asarray(core.tissue_mask(rgb, **params)[0]))
     finally:
-        _core.set_num_threads(before)
+        core.set_num_threads(before)
     for threads, mask in zip((2, 3), results[1:], strict=True):
         assert_same(mask, results[0], f"mask with {threads} threads vs 1")

@@ -69,7 +69,7 @@ def absorb_cpu(
     On NaN/Inf, PoolingError names the first bad row (numbered from row_offset); the state then
     holds a partial sum and should be discarded.
     """
-    from hsafast import _core
+    from hsafast._native import core
 
     n = int(h.shape[0])
     stacked = params.stacked()
@@ -81,7 +81,7 @@ def absorb_cpu(
         rows = rows_float32(h, start, stop)
         z = project(rows)
         out = None if logits is None else logits[start:stop]
-        ok = _core.pool_chunk(z, rows, params.bV, params.bU, params.w, params.b_w, state, out)
+        ok = core.pool_chunk(z, rows, params.bV, params.bU, params.w, params.b_w, state, out)
         if not ok:
             raise PoolingError(nonfinite_reason(rows, row_offset + start))
 

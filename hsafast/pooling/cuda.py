@@ -91,7 +91,7 @@ def _launch_pool(
     status (int32, 1 when the state is not finite)."""
     import torch
 
-    from hsafast import _core
+    from hsafast._native import core
 
     if h.dtype == torch.float32:
         log.info("pooling on cuda: rounding float32 embeddings to bfloat16 for tensor cores")
@@ -125,7 +125,7 @@ def _launch_pool(
             raise PoolingError(f"the projection must be {h.dtype} ({n}, {2 * params.hidden})")
         if z is not None and z.stride(-1) != 1:
             z = z.contiguous()
-        nbytes = int(_core.pool_cuda_workspace_bytes(n, dim, params.hidden))
+        nbytes = int(core.pool_cuda_workspace_bytes(n, dim, params.hidden))
         out: dict[str, Any] = {
             "workspace": torch.empty(max(nbytes, 1), dtype=torch.uint8, device=device),
             "state": torch.empty(dim + 2, dtype=torch.float64, device=device),
@@ -137,7 +137,7 @@ def _launch_pool(
             out["logits"] = torch.empty(n, dtype=torch.float32, device=device)
         stream = torch.cuda.current_stream(device).cuda_stream
         try:
-            _core.pool_cuda(
+            core.pool_cuda(
                 h.data_ptr(),
                 h.stride(0) if n > 1 else dim,
                 code,

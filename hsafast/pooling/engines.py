@@ -37,9 +37,9 @@ def on_cuda(x: Any) -> bool:
 
 def cuda_built() -> bool:
     """Whether this build of hsafast._core carries the CUDA kernels."""
-    from hsafast import _core
+    from hsafast._native import core
 
-    return hasattr(_core, "pool_cuda")
+    return hasattr(core, "pool_cuda")
 
 
 def gpu_kernels_available() -> bool:

@@ -31,10 +31,10 @@ DCT_REDUCTIONS = (2, 4, 8)
 def native_jpeg_version() -> str:
     """The libjpeg-turbo version of the native decoder, or '' when it is not built."""
     try:
-        from hsafast import _core
+        from hsafast._native import core
     except ImportError:
         return ""
-    return str(_core.jpeg_decoder_version())
+    return str(core.jpeg_decoder_version())
 
 
 _NATIVE = native_jpeg_version() != ""
@@ -140,10 +140,10 @@ class TiledLevel:
 
     # ---- native libjpeg-turbo path ---------------------------------------------------
     def _read_native(self, xy: np.ndarray, out: np.ndarray, threads: int, reduce: int) -> None:
-        from hsafast import _core
+        from hsafast._native import core
 
         try:
-            _core.jpeg_read_regions(
+            core.jpeg_read_regions(
                 self.fd,
                 self.offsets,
                 self.bytecounts,
@@ -160,7 +160,7 @@ class TiledLevel:
                 reduce,
                 max(1, threads),
             )
-        except _core.TileDecodeError as exc:
+        except core.TileDecodeError as exc:
             message, col, row = exc.args
             raise SlideError(self._tile_reason(col, row, message), self.path) from None
 

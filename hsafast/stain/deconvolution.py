@@ -100,10 +100,10 @@ def concentrations(
     clamp: bool = True,
 ) -> np.ndarray:
     """Stain concentrations (..., 3 float32, in ``matrix.names`` order) of uint8 RGB pixels."""
-    from hsafast import _core
+    from hsafast._native import core
 
     inv = matrix.stains_from_rgb.astype(np.float32)
-    return _core.stain_concentrations(_rgb(rgb), od_lut(scale), inv, clamp)
+    return core.stain_concentrations(_rgb(rgb), od_lut(scale), inv, clamp)
 
 
 def concentrations_reference(
@@ -132,14 +132,14 @@ def pixel_stats(
     pixels; the residual (third stain) sum is not clamped. Near zero on H-DAB
     slides, the residual is clearly positive on H&E, where eosin lands there.
     """
-    from hsafast import _core
+    from hsafast._native import core
 
     t = thresholds or PixelThresholds()
     a = _rgb(tiles)
     if a.ndim not in (3, 4):
         raise InvalidParameterError(f"tiles must be (N, H, W, 3) or (H, W, 3), got {a.shape}")
     inv = matrix.stains_from_rgb.astype(np.float32)
-    return _core.stain_tile_stats(
+    return core.stain_tile_stats(
         a,
         od_lut(),
         inv,
