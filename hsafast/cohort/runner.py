@@ -126,6 +126,7 @@ def run_cohort(
     if not items:
         raise InvalidParameterError("no items to run")
     check_unique(item.id for item in items)
+    task.check(items)
     executor = executor or LocalExecutor()
     out = Path(out_dir)
     try:

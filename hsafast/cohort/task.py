@@ -17,7 +17,7 @@ import socket
 import time
 import traceback
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -61,6 +61,9 @@ class Task:
     def outputs(self, item: WorkItem) -> Mapping[str, str]:
         """Role -> file name (in the output folder) of each file the item may write."""
         raise NotImplementedError
+
+    def check(self, items: Sequence[WorkItem]) -> None:
+        """Reject a run before it starts (e.g. an item without the marker it needs)."""
 
     def setup(self) -> None:
         """Prepare a worker (open a model...); called once per worker before its first item."""
@@ -185,8 +188,8 @@ def _describe(outcome: Outcome, exc: BaseException) -> None:
     if isinstance(exc, HsafastError):
         outcome.reason = exc.reason
         outcome.error_path = None if exc.path is None else os.fspath(exc.path)
-    elif isinstance(exc, OSError):
-        outcome.reason = exc.strerror or str(exc)
+    elif isinstance(exc, OSError):  # strerror may be a library's multi-line report
+        outcome.reason = os.strerror(exc.errno) if exc.errno else str(exc).splitlines()[0]
         outcome.error_path = None if exc.filename is None else os.fsdecode(exc.filename)
     else:
         outcome.reason = f"{type(exc).__name__}: {exc}"
