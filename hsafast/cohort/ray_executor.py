@@ -76,23 +76,35 @@ class RayExecutor(Executor):
         """Connect (or start a local cluster); True if this call started Ray."""
         if ray.is_initialized():
             return False
+        if self.address is None:
+            start_local_cluster(self.workers)
+            return True
         try:
-            if self.address is None:
-                ray.init(
-                    num_cpus=self.workers,
-                    include_dashboard=False,
-                    object_store_memory=LOCAL_OBJECT_STORE_BYTES,
-                    log_to_driver=False,
-                    configure_logging=False,
-                    # the local workers import what this process imports, from the same paths
-                    runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(_import_paths())}},
-                )
-            else:
-                ray.init(address=self.address, log_to_driver=False, configure_logging=False)
+            ray.init(address=self.address, log_to_driver=False, configure_logging=False)
         except Exception as exc:
-            where = "start a local Ray cluster" if self.address is None else f"reach {self.address}"
-            raise RayUnavailableError(f"cannot {where}: {type(exc).__name__}: {exc}") from exc
+            raise RayUnavailableError(
+                f"cannot reach {self.address}: {type(exc).__name__}: {exc}"
+            ) from exc
         return True
+
+
+def start_local_cluster(cpus: int) -> None:
+    """Start a Ray cluster on this machine with ``cpus`` worker slots (one per actor);
+    its workers import from the same paths as this process."""
+    ray = import_ray()
+    try:
+        ray.init(
+            num_cpus=cpus,
+            include_dashboard=False,
+            object_store_memory=LOCAL_OBJECT_STORE_BYTES,
+            log_to_driver=False,
+            configure_logging=False,
+            runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(_import_paths())}},
+        )
+    except Exception as exc:
+        raise RayUnavailableError(
+            f"cannot start a local Ray cluster: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 class _ActorPool:
