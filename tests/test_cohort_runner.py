@@ -225,3 +225,16 @@ def test_bad_item_lists_are_refused(tmp_path: Path, cmu_svs: Path) -> None:
     with pytest.raises(InvalidParameterError, match="differ only in case"):
         run_cohort(TileTask(), [item, twin], tmp_path)
     assert not tmp_path.joinpath("journal.jsonl").exists()
+
+
+class _ClaimsTheJournal(_WritesOutside):
+    name = "claims"
+
+    def outputs(self, item: WorkItem) -> dict[str, str]:
+        return {"out": "journal.jsonl", "up": "../x.txt"}
+
+
+def test_outputs_cannot_take_the_runners_names(tmp_path: Path, cmu_svs: Path) -> None:
+    report = run_cohort(_ClaimsTheJournal(), slide_items([cmu_svs]), tmp_path)
+    assert "unusable file name" in report.failed[0].reason
+    assert all(json.loads(line) for line in (tmp_path / "journal.jsonl").read_text().splitlines())

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from hsafast.cohort.items import WorkItem
-from hsafast.errors import HsafastError
+from hsafast.errors import HsafastError, InvalidParameterError
 
 
 class ItemFailed(HsafastError):
@@ -146,9 +146,9 @@ def execute_item(task: Task, item: WorkItem, staging_root: Path) -> Outcome:
     staging = staging_root / f"{item.id}.{uuid.uuid4().hex[:12]}"
     outcome = Outcome(item.id, ok=False, staging=str(staging), worker=_worker_name())
     wall, cpu = time.perf_counter(), time.thread_time()
-    ctx = ItemContext(staging, task.outputs(item), task.fallbacks())
     keep = False
     try:
+        ctx = ItemContext(staging, _checked_names(task.outputs(item)), task.fallbacks())
         staging.mkdir(parents=True)
         task.run(item, ctx)
         outcome.ok = keep = True
@@ -162,8 +162,8 @@ def execute_item(task: Task, item: WorkItem, staging_root: Path) -> Outcome:
         _describe(outcome, exc)
     outcome.seconds = time.perf_counter() - wall
     outcome.cpu_seconds = time.thread_time() - cpu
-    outcome.facts, outcome.uses = ctx.facts, ctx.uses
     if keep:
+        outcome.facts, outcome.uses = ctx.facts, ctx.uses
         try:
             for role, name in task.outputs(item).items():
                 path = staging / name
@@ -181,6 +181,17 @@ def execute_item(task: Task, item: WorkItem, staging_root: Path) -> Outcome:
         outcome.files = {}
         shutil.rmtree(staging, ignore_errors=True)
     return outcome
+
+
+#: Names in the output folder that belong to the runner, never to an item.
+RESERVED_NAMES = frozenset({"journal.jsonl", "failures.csv"})
+
+
+def _checked_names(names: Mapping[str, str]) -> Mapping[str, str]:
+    for role, name in names.items():
+        if Path(name).name != name or name.startswith(".") or name in RESERVED_NAMES:
+            raise InvalidParameterError(f"output {role!r} has an unusable file name {name!r}")
+    return names
 
 
 def _describe(outcome: Outcome, exc: BaseException) -> None:
