@@ -22,6 +22,7 @@ from hsafast.cohort.fingerprint import fingerprint, input_signature
 from hsafast.cohort.ids import case_item_id, pair_id, path_id, sanitize_id
 from hsafast.cohort.items import SLIDE_SUFFIXES, WorkItem, pair_items, slide_items
 from hsafast.cohort.journal import ItemState, Journal, JournalError
+from hsafast.cohort.pixels import PixelSize, open_item_slide
 from hsafast.cohort.runner import (
     Failure,
     MixedOutputsError,
@@ -48,6 +49,7 @@ __all__ = [
     "LocalExecutor",
     "MixedOutputsError",
     "OutputError",
+    "PixelSize",
     "Progress",
     "RunInterrupted",
     "RunReport",
@@ -59,6 +61,7 @@ __all__ = [
     "input_signature",
     "item_states",
     "make_executor",
+    "open_item_slide",
     "pair_id",
     "pair_items",
     "path_id",

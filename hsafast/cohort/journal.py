@@ -85,6 +85,7 @@ class Journal:
         self._fd: int | None = None
         self._lock_fd: int | None = None
         self.lines = 0
+        """Lines in the journal file (compaction is due when they far outnumber items)."""
 
     @classmethod
     @contextlib.contextmanager
@@ -121,6 +122,7 @@ class Journal:
         try:
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
             self._cut_torn_tail()
+            self.lines = self._count_lines()
         except OSError as exc:
             self.close()
             raise JournalError(f"cannot write the journal: {exc.strerror}", self.path) from None
@@ -145,6 +147,14 @@ class Journal:
         log.warning("%s: dropping a torn last line (%d bytes)", self.path, size - keep)
         os.ftruncate(self._fd, keep)
         os.fsync(self._fd)
+
+    def _count_lines(self) -> int:
+        assert self._fd is not None
+        count, offset, block = 0, 0, 1 << 20
+        while data := os.pread(self._fd, block, offset):
+            count += data.count(b"\n")
+            offset += len(data)
+        return count
 
     def close(self) -> None:
         for name in ("_fd", "_lock_fd"):

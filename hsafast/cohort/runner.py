@@ -202,7 +202,6 @@ class _Run:
         self.out = journal.out_dir
         self.fallbacks = canonical(task.fallbacks())
         self.states = {item: s for (_, item), s in journal.states(task.name).items()}
-        self.lines_read = journal.lines = sum(1 for _ in journal.records())
         self.items: dict[str, WorkItem] = {}
         self.signatures: dict[str, str] = {}
         self.staging = self.out / STATE_DIR / "staging" / task.name
