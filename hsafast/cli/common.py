@@ -69,9 +69,10 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         default = action.default
         if (
             "%(default)" not in text
-            and default not in (None, False, argparse.SUPPRESS)
+            and not any(default is empty for empty in (None, False, argparse.SUPPRESS))
             and not isinstance(default, list)
             and action.option_strings
+            and action.nargs != 0  # flags: their default is "not given"
         ):
             text += " (default: %(default)s)"
         return text
@@ -111,7 +112,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="redo finished items; replaces outputs made with other parameters",
     )
-    p.add_argument("--workers", type=_positive_int, default=1, help="items run at once")
+    p.add_argument(
+        "--workers", type=_positive_int, default=1, metavar="N", help="items run at once"
+    )
     p.add_argument(
         "--executor",
         choices=EXECUTORS,
