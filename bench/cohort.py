@@ -8,8 +8,9 @@ TIFF), side by side in one process:
    local cluster): items per hour, wall time per run (worker start included), and the
    ideal 2-worker rate (twice the 1-thread rate) as the physical limit on 2 cores.
 2. The peer of the runner: the same step functions in a plain loop (no staging, no
-   journal, no hashing), 1 thread; the runner's overhead is its time over this.
-3. A resume of a finished folder (every item skipped): seconds per item.
+   journal, no hashing), 1 thread; the runner's overhead is its time over this, in ms
+   per item ("ms per item" of the 1-thread row).
+3. A resume of a finished folder (every item skipped): milliseconds per item.
 4. The journal alone: one item line appended and fsynced, per line.
 
 Each row is the median of ``--repeats`` runs into fresh output folders. Ray's cluster
@@ -108,7 +109,7 @@ def _measure(
     n = len(items)
     _bare_loop(task, items, root / f"warm-up-{name}")  # imports, caches: for every row alike
     bare, _ = _median_run(lambda out, _: _bare_loop(task, items, out), root, repeats)
-    table.add(name, "bare loop (no runner), 1 thread", n, bare, "", 3600 * n / bare, "", 1.0)
+    table.add(name, "bare loop (no runner), 1 thread", n, bare, "", 3600 * n / bare, "", 1.0, "")
     single = None
     for how, make in executors.items():
 
@@ -117,16 +118,22 @@ def _measure(
 
         seconds, first = _median_run(run, root, repeats)
         single = single or seconds
+        overhead = 1e3 * (seconds - bare) / n if how.endswith("1 thread") else ""
         table.add(
             name, f"run_cohort, {how}", n, seconds, first, 3600 * n / seconds,
-            single / seconds, bare / seconds,
+            single / seconds, bare / seconds, overhead,
         )  # fmt: skip
     assert single is not None
-    table.add(name, "ideal 2 workers (2 x 1 thread)", n, single / 2, "", 7200 * n / single, 2.0, "")
+    table.add(
+        name, "ideal 2 workers (2 x 1 thread)", n, single / 2, "", 7200 * n / single, 2.0, "", ""
+    )
     finished = root / f"finished-{name}"
     run_cohort(task, items, finished)
     resume, _ = _median_run(lambda *_: run_cohort(task, items, finished), root, repeats)
-    table.add(name, "resume, all done (skip check)", n, resume, "", 3600 * n / resume, "", "")
+    per_item = 1e3 * resume / n
+    table.add(
+        name, "resume, all done (skip check)", n, resume, "", 3600 * n / resume, "", "", per_item
+    )
 
 
 def main(argv: list[str]) -> int:
@@ -164,7 +171,7 @@ def main(argv: list[str]) -> int:
         executors["ray, 2 actors"] = lambda: RayExecutor(2)
 
     columns = ["step", "how", "items", "seconds", "first item s", "items/hour", "vs 1 thread"]
-    columns.append("vs bare loop")
+    columns += ["vs bare loop", "ms per item"]
     table = Table("cohort", columns)
     try:
         for name, (task, items) in jobs.items():
