@@ -8,9 +8,10 @@ TIFF), side by side in one process:
    local cluster): items per hour, wall time per run (worker start included), and the
    ideal 2-worker rate (twice the 1-thread rate) as the physical limit on 2 cores.
 2. The peer of the runner: the same step functions in a plain loop (no staging, no
-   journal, no hashing), 1 thread; the runner's overhead is its time over this, in ms
-   per item ("ms per item" of the 1-thread row).
-3. A resume of a finished folder (every item skipped): milliseconds per item.
+   journal, no hashing), 1 thread; the runner's overhead is its CPU time over this loop's,
+   per item ("CPU ms per item" of the 1-thread row; CPU time of this process, which
+   depends less than wall time on what else runs on the machine).
+3. A resume of a finished folder (every item skipped): CPU milliseconds per item.
 4. The journal alone: one item line appended and fsynced, per line.
 
 Each row is the median of ``--repeats`` runs into fresh output folders. Ray's cluster
@@ -25,6 +26,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,21 +50,29 @@ class _FirstItem:
         pass
 
 
-def _median_run(
-    run: Callable[[Path, _FirstItem], Any], root: Path, repeats: int
-) -> tuple[float, float]:
-    """Median wall time of fresh runs, and median time until their first item finished."""
-    times, firsts = [], []
+@dataclass
+class _Timing:
+    seconds: float
+    """Median wall time of fresh runs."""
+    first: float
+    """Median time until the first item finished (worker start + one item)."""
+    cpu: float
+    """Median CPU time of this process (all its threads; not of worker processes)."""
+
+
+def _median_run(run: Callable[[Path, _FirstItem], Any], root: Path, repeats: int) -> _Timing:
+    times, firsts, cpus = [], [], []
     for i in range(repeats):
         out = root / f"run{i}"
         hook = _FirstItem()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         run(out, hook)
-        end = time.perf_counter()
+        end, c1 = time.perf_counter(), time.process_time()
         times.append(end - t0)
         firsts.append((hook.first or end) - t0)
+        cpus.append(c1 - c0)
         shutil.rmtree(out, ignore_errors=True)
-    return statistics.median(times), statistics.median(firsts)
+    return _Timing(*(statistics.median(v) for v in (times, firsts, cpus)))
 
 
 def _bare_loop(task: Any, items: list[Any], out: Path) -> None:
@@ -108,32 +118,37 @@ def _measure(
 
     n = len(items)
     _bare_loop(task, items, root / f"warm-up-{name}")  # imports, caches: for every row alike
-    bare, _ = _median_run(lambda out, _: _bare_loop(task, items, out), root, repeats)
-    table.add(name, "bare loop (no runner), 1 thread", n, bare, "", 3600 * n / bare, "", 1.0, "")
+    bare = _median_run(lambda out, _: _bare_loop(task, items, out), root, repeats)
+    table.add(
+        name, "bare loop (no runner), 1 thread", n, bare.seconds, "", bare.cpu,
+        3600 * n / bare.seconds, "", 1.0, "",
+    )  # fmt: skip
     single = None
     for how, make in executors.items():
 
         def run(out: Path, hook: _FirstItem, make: Callable[[], Any] = make) -> None:
             run_cohort(task, items, out, executor=make(), progress=hook)
 
-        seconds, first = _median_run(run, root, repeats)
-        single = single or seconds
-        overhead = 1e3 * (seconds - bare) / n if how.endswith("1 thread") else ""
+        t = _median_run(run, root, repeats)
+        single = single or t.seconds
+        # the runner's own cost: CPU time over the bare loop's (robust to other load)
+        overhead = 1e3 * (t.cpu - bare.cpu) / n if how.endswith("1 thread") else ""
         table.add(
-            name, f"run_cohort, {how}", n, seconds, first, 3600 * n / seconds,
-            single / seconds, bare / seconds, overhead,
+            name, f"run_cohort, {how}", n, t.seconds, t.first, t.cpu, 3600 * n / t.seconds,
+            single / t.seconds, bare.seconds / t.seconds, overhead,
         )  # fmt: skip
     assert single is not None
     table.add(
-        name, "ideal 2 workers (2 x 1 thread)", n, single / 2, "", 7200 * n / single, 2.0, "", ""
-    )
+        name, "ideal 2 workers (2 x 1 thread)", n, single / 2, "", "", 7200 * n / single, 2.0,
+        "", "",
+    )  # fmt: skip
     finished = root / f"finished-{name}"
     run_cohort(task, items, finished)
-    resume, _ = _median_run(lambda *_: run_cohort(task, items, finished), root, repeats)
-    per_item = 1e3 * resume / n
+    resume = _median_run(lambda *_: run_cohort(task, items, finished), root, repeats)
     table.add(
-        name, "resume, all done (skip check)", n, resume, "", 3600 * n / resume, "", "", per_item
-    )
+        name, "resume, all done (skip check)", n, resume.seconds, "", resume.cpu,
+        3600 * n / resume.seconds, "", "", 1e3 * resume.cpu / n,
+    )  # fmt: skip
 
 
 def main(argv: list[str]) -> int:
@@ -170,8 +185,8 @@ def main(argv: list[str]) -> int:
         ray_start = time.perf_counter() - t0
         executors["ray, 2 actors"] = lambda: RayExecutor(2)
 
-    columns = ["step", "how", "items", "seconds", "first item s", "items/hour", "vs 1 thread"]
-    columns += ["vs bare loop", "ms per item"]
+    columns = ["step", "how", "items", "seconds", "first item s", "CPU s", "items/hour"]
+    columns += ["vs 1 thread", "vs bare loop", "CPU ms per item"]
     table = Table("cohort", columns)
     try:
         for name, (task, items) in jobs.items():

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from hsafast.errors import HsafastError
 
 EXAMPLES = 200
-SLOW_EXAMPLES = 5000
+SLOW_EXAMPLES = 2000
 
 COLUMNS = ["case_id", "patient_id", "he_path", "ihc_path", "marker", "label", "extra", ""]
 _text = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=40)
