@@ -238,3 +238,14 @@ def test_outputs_cannot_take_the_runners_names(tmp_path: Path, cmu_svs: Path) ->
     report = run_cohort(_ClaimsTheJournal(), slide_items([cmu_svs]), tmp_path)
     assert "unusable file name" in report.failed[0].reason
     assert all(json.loads(line) for line in (tmp_path / "journal.jsonl").read_text().splitlines())
+
+
+def test_a_label_added_to_the_manifest_recomputes_nothing(tmp_path: Path, cmu_svs: Path) -> None:
+    manifest = tmp_path / "cohort.csv"
+    row = f"c1,p1,{cmu_svs},{SLIDES[1]},ki67"
+    manifest.write_text(f"case_id,patient_id,he_path,ihc_path,marker,label\n{row},\n")
+    first = run_cohort(TileTask(**COARSE), slide_items([manifest]), tmp_path / "out")
+    assert sorted(first.done) == ["c1.HE", "c1.ki67"]
+    manifest.write_text(f"case_id,patient_id,he_path,ihc_path,marker,label\n{row},low\n")
+    again = run_cohort(TileTask(**COARSE), slide_items([manifest]), tmp_path / "out")
+    assert not again.done and sorted(again.skipped) == ["c1.HE", "c1.ki67"]

@@ -4,7 +4,8 @@ An item done earlier is skipped only when (1) its step ran with the same paramet
 (the task's fingerprint: every option that changes the output, the task's output
 version and the hsafast version), (2) it used the same per-item fallbacks (a pixel
 size given for files that record none), and (3) its inputs are the same files as then
-(same resolved paths, sizes and modification times, same manifest fields).
+(same resolved paths, sizes and modification times, and the same item fields that
+change its outputs, e.g. its marker).
 """
 
 from __future__ import annotations
@@ -70,8 +71,9 @@ def fingerprint(task: Task) -> str:
     return digest(task_params(task))
 
 
-def input_signature(item: WorkItem) -> str:
-    """A digest of the item's input files (path, size, mtime) and manifest fields.
+def input_signature(item: WorkItem, fields: Mapping[str, Any] | None = None) -> str:
+    """A digest of the item's input files (path, size, mtime) and of ``fields``, the
+    item's own values that change its outputs (``Task.item_params``).
 
     A file that cannot be read gives a signature too (its failure is the step's to
     report), so that a file appearing later changes the signature.
@@ -83,7 +85,7 @@ def input_signature(item: WorkItem) -> str:
             files.append([role, os.fspath(path), st.st_size, st.st_mtime_ns])
         except (OSError, ValueError):
             files.append([role, os.fspath(path), None, None])
-    return digest({"files": files, "meta": dict(item.meta)})
+    return digest({"files": files, "fields": dict(fields or {})})
 
 
 def describe_changes(old: Mapping[str, Any], new: Mapping[str, Any], limit: int = 4) -> str:

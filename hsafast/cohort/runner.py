@@ -242,7 +242,8 @@ class _Run:
         todo = []
         for item in items:
             self.items[item.id] = item
-            self.signatures[item.id] = signature = input_signature(item)
+            signature = input_signature(item, self.task.item_params(item))
+            self.signatures[item.id] = signature
             state = self.states.get(item.id)
             if (
                 not overwrite

@@ -58,6 +58,14 @@ class Task:
         """
         return {}
 
+    def item_params(self, item: WorkItem) -> Mapping[str, Any]:
+        """The item's own fields that change its outputs (default: its stain and marker).
+
+        A manifest edit that changes one recomputes the item; others (a label added
+        later, say) do not.
+        """
+        return {k: item.meta[k] for k in ("stain", "marker") if k in item.meta}
+
     def outputs(self, item: WorkItem) -> Mapping[str, str]:
         """Role -> file name (in the output folder) of each file the item may write."""
         raise NotImplementedError
