@@ -128,17 +128,19 @@ def test_failing_worker_setup_stops_the_run_with_its_reason(tmp_path: Path) -> N
             )
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
 def test_ctrl_c_prints_one_line_and_leaves_a_consistent_journal(
-    tmp_path: Path, cmu_svs: Path
+    workers: str, tmp_path: Path, cmu_svs: Path
 ) -> None:
-    """SIGINT while a worker is busy: a one-line message, exit 130, and a resume that
-    finishes the rest."""
+    """SIGINT while workers are busy (in the main thread, or in 2 worker threads): a
+    one-line message, exit 130, and a resume that finishes the rest."""
     folder = tmp_path / "slides"
     folder.mkdir()
     for i in range(40):
         os.link(cmu_svs, folder / f"s{i:02d}.svs")
     out = tmp_path / "out"
     args = [sys.executable, "-m", "hsafast", "tile", str(folder), "--out", str(out)]
+    args += ["--workers", workers]
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     journal = out / "journal.jsonl"
     deadline = time.monotonic() + 120

@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
+import threading
 from collections.abc import Sequence
 
 #: Sub-command modules under hsafast.cli, in the order ``--help`` lists them.
@@ -93,5 +95,21 @@ def _report(exc: BaseException, command: str, verbose: int) -> int:
     raise exc
 
 
+def console() -> None:
+    """The ``hsafast`` program: ``main``, then exit with its status.
+
+    After an interrupt, worker threads still inside native code would abort the
+    interpreter's teardown (C++ frames cannot be unwound from under them), so the
+    process ends without it: the journal and outputs are already on disk.
+    """
+    code = main()
+    busy = [t for t in threading.enumerate() if t.daemon and t.name.startswith("hsafast-")]
+    if code == 130 and any(t.is_alive() for t in busy):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()
