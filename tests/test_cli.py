@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import shutil
@@ -37,7 +38,7 @@ def test_every_help_has_examples_and_defaults(
 
 def test_flags_mean_one_thing_across_commands() -> None:
     parser = build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, type(parser._subparsers._actions[-1])))
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     options = {
         name: {s for a in p._actions for s in a.option_strings}
         for name, p in sub.choices.items()  # type: ignore[attr-defined]

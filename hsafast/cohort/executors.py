@@ -107,7 +107,8 @@ def task_copy(task: Task) -> Task:
     return copy
 
 
-def _setup(task: Task) -> None:
+def setup_task(task: Task) -> None:
+    """``task.setup()`` in a worker; any failure becomes a WorkerSetupError with its reason."""
     try:
         task.setup()
     except Exception as exc:
@@ -117,7 +118,7 @@ def _setup(task: Task) -> None:
 
 def _inline(task: Task, items: Sequence[WorkItem], staging: Path) -> Iterator[Outcome]:
     """One worker: the calling thread (Ctrl-C stops the item at once)."""
-    _setup(task)
+    setup_task(task)
     for item in items:
         yield execute_item(task, item, staging)
 
@@ -138,7 +139,7 @@ class _ThreadPool:
 
         def work(task: Task) -> None:
             try:
-                _setup(task)
+                setup_task(task)
             except WorkerSetupError as exc:
                 done.put(exc)
                 return
@@ -265,7 +266,7 @@ def _process_worker(payload: bytes, conn: multiprocessing.connection.Connection)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides what an interrupt stops
     task: Task = pickle.loads(payload)
     try:
-        _setup(task)
+        setup_task(task)
     except WorkerSetupError as exc:
         conn.send(("setup_error", exc.reason))
         return

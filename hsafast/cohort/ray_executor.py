@@ -191,11 +191,11 @@ class _TaskActor:
 
     def prepare(self) -> str | None:
         """Set the task up; the reason if that failed."""
-        from hsafast.cohort.executors import _setup
+        from hsafast.cohort.executors import setup_task
 
         if not self.prepared:
             try:
-                _setup(self.task)
+                setup_task(self.task)
             except WorkerSetupError as exc:
                 return exc.reason
             self.prepared = True
