@@ -148,14 +148,20 @@ def add_tile_options(p: argparse.ArgumentParser, magnification: bool = False) ->
     """--target-mpp (the tiles' pixel size) and --tile-size."""
     target = p.add_mutually_exclusive_group() if magnification else p
     target.add_argument(
-        "--target-mpp", type=_positive_float, default=None, metavar="UM",
+        "--target-mpp",
+        type=_positive_float,
+        default=None,
+        metavar="UM",
         help="tile pixel size, um/px (default: 0.5, 20x)",
-    )  # fmt: skip
+    )
     if magnification:
         target.add_argument(
-            "--magnification", type=_positive_float, default=None, metavar="X",
+            "--magnification",
+            type=_positive_float,
+            default=None,
+            metavar="X",
             help="tile magnification instead of --target-mpp (20 = 0.5 um/px)",
-        )  # fmt: skip
+        )
     p.add_argument("--tile-size", type=_positive_int, default=256, metavar="PX", help="tile side")
 
 
