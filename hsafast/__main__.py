@@ -1,5 +1,3 @@
-import sys
+from hsafast.cli import console
 
-from hsafast.cli import main
-
-sys.exit(main())
+console()

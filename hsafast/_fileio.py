@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 @contextlib.contextmanager
@@ -21,7 +19,7 @@ def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+    tmp = final.with_name(f".{final.name}.{os.getpid()}-{threading.get_ident()}.tmp")
     try:
         yield tmp
         os.replace(tmp, final)
@@ -53,11 +51,7 @@ def atomic_write_png(final: str | os.PathLike[str], pixels: np.ndarray) -> None:
 
 
 def safe_id(name: str) -> str:
-    """Turn a slide or case identifier into a safe file name stem.
+    """A slide or case identifier as a safe file name stem (see ``hsafast.cohort.ids``)."""
+    from hsafast.cohort.ids import sanitize_id
 
-    Path separators, spaces and other characters outside ``[A-Za-z0-9._-]`` become
-    ``_``; leading dots are dropped so that an ID never names a hidden file or a
-    parent directory.
-    """
-    cleaned = _UNSAFE.sub("_", name).lstrip(".")
-    return cleaned or "_"
+    return sanitize_id(name)

@@ -66,6 +66,21 @@ class DemoReport:
         }
 
 
+def check_slide(slide_path: str | os.PathLike[str]) -> None:
+    """Fail before anything is written if the demo cannot use ``slide_path``."""
+    from hsafast.errors import MissingPixelSizeError
+    from hsafast.slides import open_slide
+
+    with open_slide(slide_path) as slide:
+        try:
+            _ = slide.mpp
+        except MissingPixelSizeError as exc:
+            raise MissingPixelSizeError(
+                f"{exc.reason.partition('; pass ')[0]}; the demo needs a slide that records it",
+                slide_path,
+            ) from None
+
+
 def run_real_slide(slide_path: Path, out_dir: Path) -> RealSlideResult:
     """Tissue, tiles and tile reading on one real slide; writes mask, GeoJSON and coords."""
     from hsafast.features import FeatureFile
@@ -138,6 +153,8 @@ def run_demo(
     from hsafast.synth import make_cohort
 
     start = time.perf_counter()
+    if slide is not None:
+        check_slide(slide)
     out = Path(out_dir)
     report = DemoReport(
         out_dir=str(out), real=run_real_slide(Path(slide or sample_slide_path()), out / "real")

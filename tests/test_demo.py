@@ -10,7 +10,7 @@ from hsafast.cli import main
 
 def test_demo_runs_every_stage(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--cases", "3", "--size", "2048"]) == 0
+    assert main(["demo", "--out", str(out), "--cases", "3", "--slide-size", "2048"]) == 0
     printed = capsys.readouterr().out
     assert "hsafast demo: 3 simulated cases" in printed
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -11,7 +10,6 @@ import numpy as np
 import pytest
 
 import hsafast
-from hsafast.cli import main
 from hsafast.errors import StainError
 from hsafast.slides import open_slide
 from hsafast.stain import StainMatrix, quantify, slide_label
@@ -99,39 +97,3 @@ def test_blank_slide_label_is_none_not_nan(tmp_path: Path) -> None:
     lab = slide_label(stats)
     assert lab.label is None and lab.score == 0.0 and "no tissue" in lab.flags
     json.dumps(lab.to_dict(), allow_nan=False)
-
-
-def test_cli_over_slide_and_manifest(synthetic_slide: Path, tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    assert main(["quantify", str(synthetic_slide), "--marker", "ki67", "--mpp", "0.5",
-                 "--out", str(out)]) == 0  # fmt: skip
-    rows = list(csv.DictReader((out / "synthetic_ki67.stain.csv").open()))
-    # Only tiles the tissue detector keeps are scored (4 of the 6 on this image).
-    assert 3 <= len(rows) <= 6 and {"x", "y", "positive_cell_fraction"} <= set(rows[0])
-    label = json.loads((out / "synthetic_ki67.label.json").read_text())
-    assert label["label"] == "high" and label["tile_grid"]["tiles"] == len(rows)
-    # A rerun skips the finished slide; h5 output through a manifest with its own marker.
-    manifest = tmp_path / "cohort.csv"
-    manifest.write_text(
-        "case_id,patient_id,he_path,ihc_path,marker,label\n"
-        f"c1,p1,{synthetic_slide},{synthetic_slide},pdl1,\n"
-    )
-    out2 = tmp_path / "out2"
-    assert main(["quantify", str(manifest), "--mpp", "0.5", "--format", "h5",
-                 "--out", str(out2)]) == 0  # fmt: skip
-    import h5py
-
-    with h5py.File(out2 / "synthetic_ki67.stain.h5") as h5:
-        assert h5["coords"].shape == (len(rows), 2) and h5.attrs["marker"] == "pdl1"
-
-
-def test_cli_unknown_marker_and_bad_file(synthetic_slide: Path, tmp_path: Path) -> None:
-    with pytest.raises(SystemExit, match="unknown marker"):
-        main(["quantify", str(synthetic_slide), "--marker", "ttf1", "--out", str(tmp_path)])
-    bad = tmp_path / "m.toml"
-    bad.write_text(
-        "[markers.ttf1]\ncompartment = 1\nclasses = ['a', 'b']\ncutoffs = [0.1]\n"
-        "binary = { a = 'low', b = 'intermediate/high' }\n"
-    )
-    with pytest.raises(SystemExit, match="m.toml.*compartment"):
-        main(["quantify", str(synthetic_slide), "--markers", str(bad), "--out", str(tmp_path)])

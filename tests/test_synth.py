@@ -214,33 +214,6 @@ def test_bad_input_raises_clear_errors(tmp_path: Path) -> None:
     assert err.value.path == tmp_path / "truth" / "nope"
 
 
-def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from hsafast.cli import main
-
-    code = main(
-        [
-            "synth",
-            str(tmp_path / "c"),
-            "--cases",
-            "1",
-            "--size",
-            "1024x768",
-            "--markers",
-            "ki67",
-            "--seed",
-            "3",
-            "--workers",
-            "1",
-        ]
-    )
-    assert code == 0
-    out = capsys.readouterr().out
-    assert "1 cases simulated" in out and "manifest.csv" in out
-    case = read_manifest(tmp_path / "c" / "manifest.csv").cases[0]
-    assert case.marker == "ki67"
-    assert main(["synth", str(tmp_path / "d"), "--markers", "nope"]) == 1
-
-
 def test_pyramid_writer_streams_with_bounded_memory(tmp_path: Path) -> None:
     """A 16k x 12k slide (576 MB of pixels) is written holding a small fraction of it."""
     import tracemalloc

@@ -5,24 +5,46 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from hsafast.cli import common
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "demo", help="run every stage on the bundled slide and a simulated paired cohort"
+    p = common.add_command(
+        sub,
+        "demo",
+        "run every stage on the bundled slide and a simulated paired cohort",
+        "The bundled real H&E slide (or --slide) through tissue detection, tiling and\n"
+        "tile reading; a simulated paired cohort through stain-derived labels and\n"
+        "registration, each scored against the simulator's truth.",
+        """
+hsafast demo --out hsafast-demo
+hsafast demo --out demo2 --slide my_slide.svs --cases 3
+""",
     )
-    p.add_argument("--out", type=Path, default=Path("hsafast-demo"), help="output folder")
-    p.add_argument("--cases", type=int, default=6, help="simulated cases (default: 6)")
-    p.add_argument("--size", type=int, default=3072, help="simulated slide side in pixels")
+    p.add_argument(
+        "--out", type=Path, default=Path("hsafast-demo"), metavar="DIR", help="output folder"
+    )
+    p.add_argument("--cases", type=int, default=6, help="simulated cases")
+    p.add_argument(
+        "--slide-size", type=int, default=3072, metavar="PX", help="simulated slide side"
+    )
     p.add_argument("--seed", type=int, default=0, help="simulation seed")
-    p.add_argument("--slide", type=Path, default=None, help="a real slide instead of CMU-1")
+    p.add_argument(
+        "--slide",
+        type=Path,
+        default=None,
+        help="a real slide (that records its pixel size) instead of CMU-1",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from hsafast.demo import run_demo
+    from hsafast.demo import check_slide, run_demo
 
+    if args.slide is not None:
+        check_slide(args.slide)  # before anything is written
     report = run_demo(
-        args.out, cases=args.cases, slide_size=args.size, seed=args.seed, slide=args.slide
+        args.out, cases=args.cases, slide_size=args.slide_size, seed=args.seed, slide=args.slide
     )
     real = report.real
     print(

@@ -1,10 +1,12 @@
-"""``hsafast synth OUT``: simulate a cohort of paired H&E/IHC slides with ground truth."""
+"""``hsafast synth --out DIR``: simulate a cohort of paired H&E/IHC slides with ground truth."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections import Counter
+
+from hsafast.cli import common
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -20,13 +22,23 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = common.add_command(
+        sub,
         "synth",
-        help="simulate paired H&E/IHC slides with known ground truth (for tests and benchmarks)",
+        "simulate paired H&E/IHC slides with known ground truth (for tests and benchmarks)",
+        "Writes DIR/manifest.csv, DIR/slides/ (pyramidal JPEG TIFF pairs) and DIR/truth/.\n"
+        "A test pattern with known truth, not a substitute for real tissue. Finished\n"
+        "cases are kept on a rerun.",
+        """
+hsafast synth --out cohort/ --cases 24 --slide-size 8192
+hsafast synth --out negative/ --cases 12 --predictability 0 --markers ki67
+""",
     )
-    p.add_argument("out", help="output folder (manifest.csv, slides/, truth/)")
-    p.add_argument("--cases", type=int, default=6, help="number of cases (default: 6)")
-    p.add_argument("--size", type=_size, default=(4096, 4096), help="slide size N or WxH")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--cases", type=int, default=6, help="number of cases")
+    p.add_argument(
+        "--slide-size", type=_size, default="4096", metavar="N|WxH", help="slide size in pixels"
+    )
     p.add_argument("--markers", default="ki67,p53,pdl1", help="comma-separated, cycled over cases")
     p.add_argument(
         "--predictability",
@@ -34,24 +46,30 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=0.8,
         help="how strongly H&E morphology determines expression, 0..1 (0: negative control)",
     )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--mpp", type=float, default=0.5, help="pixel size at level 0 (um/px)")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument(
+        "--scan-mpp",
+        type=float,
+        default=0.5,
+        metavar="UM",
+        help="level-0 pixel size the simulated slides record (um/px)",
+    )
     p.add_argument("--ki67-cutoff", type=float, default=20.0, help="Ki-67 index cut-off (%%)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from hsafast.errors import HsafastError
     from hsafast.synth import make_cohort
 
     markers = tuple(m.strip() for m in args.markers.split(",") if m.strip())
     bar = None
     task = None
     if sys.stderr.isatty():
+        from rich.console import Console
         from rich.progress import Progress
 
-        bar = Progress(transient=True)
+        bar = Progress(console=Console(stderr=True), transient=True)
         bar.start()
         task = bar.add_task("simulating slides", total=None)
 
@@ -64,26 +82,24 @@ def run(args: argparse.Namespace) -> int:
             args.out,
             args.cases,
             markers=markers,
-            slide_size=args.size,
+            slide_size=args.slide_size,
             predictability=args.predictability,
             seed=args.seed,
-            mpp=args.mpp,
+            mpp=args.scan_mpp,
             ki67_cutoff=args.ki67_cutoff / 100.0,
             workers=args.workers,
             progress=progress,
         )
-    except HsafastError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
     finally:
         if bar is not None:
             bar.stop()
     labels = Counter(c.label for c in cohort.cases)
+    label_text = ", ".join(f"{n} {label}" for label, n in sorted(labels.items()))
     patients = len({c.patient_id for c in cohort.cases})
     made = len(cohort.cases) - cohort.skipped
     print(
-        f"hsafast: {made} cases simulated ({cohort.skipped} already done), {patients} patients, "
-        f"labels {dict(sorted(labels.items()))}, {cohort.bytes_written / 1e6:.1f} MB "
+        f"hsafast synth: {made} cases simulated, {cohort.skipped} already done, "
+        f"{patients} patients, labels {label_text}, {cohort.bytes_written / 1e6:.1f} MB "
         f"in {cohort.seconds:.1f} s -> {cohort.manifest_path}"
     )
     return 0
