@@ -285,7 +285,6 @@ void concentrations(const uint8_t* rgb, int64_t npix, const float od_lut[256],
                     const float inv[3][3], bool clamp, float* out) {
   // Per-channel tables of the three concentration contributions, one 4-float vector
   // per intensity (the fourth lane unused), so that a pixel is two vector additions.
-  typedef float v4f __attribute__((vector_size(16)));
   std::vector<v4f> tab(3 * 256);
   for (int c = 0; c < 3; ++c)
     for (int v = 0; v < 256; ++v)
