@@ -8,6 +8,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -35,6 +36,32 @@ def median_seconds(
             sync()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process, all threads (user + system)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class WorkerThread:
+    """One long-lived thread that runs timed calls, so that no peer runs on the main thread.
+
+    glibc's allocator serves the main thread from the brk heap, which it trims on free, so
+    large temporaries freed there are faulted in again on the next call; worker threads
+    keep their arenas. Running every peer here gives all of them the same footing.
+    """
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="bench")
+
+    def call(self, fn: Callable[[], object]) -> object:
+        return self._pool.submit(fn).result()
+
+    def close(self) -> None:
+        self._pool.shutdown()
 
 
 def package_versions(names: list[str]) -> dict[str, str | None]:

@@ -32,6 +32,7 @@ __all__: list[str] = [
     "pool_chunk",
     "sample_stride",
     "set_num_threads",
+    "set_simd",
     "stain_concentrations",
     "stain_tile_stats",
     "tissue_background",
@@ -97,6 +98,7 @@ def pool_chunk(
 ) -> bool: ...
 def sample_stride(n_pixels: int) -> int: ...
 def set_num_threads(n: int) -> None: ...
+def set_simd(path: str | None) -> str: ...
 def stain_concentrations(
     rgb: numpy.ndarray,
     od_lut: numpy.typing.ArrayLike,

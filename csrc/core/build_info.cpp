@@ -4,6 +4,7 @@
 #include <thread>
 
 #include "core/parallel.hpp"
+#include "core/simd.hpp"
 
 namespace hsafast {
 
@@ -34,20 +35,28 @@ BuildInfo build_info() {
   info.compiler = "unknown";
 #endif
 #if defined(__AVX512F__)
-  info.simd = "avx512";
+  info.simd_baseline = "avx512";
 #elif defined(__AVX2__)
-  info.simd = "avx2";
+  info.simd_baseline = "avx2";
 #elif defined(__AVX__)
-  info.simd = "avx";
+  info.simd_baseline = "avx";
 #elif defined(__SSE4_2__)
-  info.simd = "sse4.2";
+  info.simd_baseline = "sse4.2";
 #elif defined(__SSE2__)
-  info.simd = "sse2";
+  info.simd_baseline = "sse2";
 #elif defined(__ARM_NEON)
-  info.simd = "neon";
+  info.simd_baseline = "neon";
 #else
-  info.simd = "none";
+  info.simd_baseline = "none";
 #endif
+  for (int i = 0; i < simd::kPathCount; ++i) {
+    const auto p = static_cast<simd::Path>(i);
+    if (!simd::compiled(p)) continue;
+    info.simd_compiled.emplace_back(simd::name(p));
+    if (simd::cpu_supports(p)) info.simd_supported.emplace_back(simd::name(p));
+  }
+  info.simd = simd::name(simd::active());
+  info.simd_requested = simd::requested();
 #ifdef HSAFAST_MARCH_NATIVE
   info.march_native = true;
 #else

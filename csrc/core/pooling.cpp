@@ -4,6 +4,8 @@
 // so the compiler emits full-width SIMD for whatever the target has (AVX-512, AVX2, NEON).
 // The exp is a Cody-Waite range reduction with a degree-7 Taylor polynomial: relative
 // error below 1e-7 on the clamped range, far inside the 1e-5 budget of the pooled output.
+// The row loops are compiled for each SIMD path of simd.hpp (baseline, AVX2, AVX-512)
+// and chosen at run time; every helper they call is inlined into them.
 #include "core/pooling.hpp"
 
 #include <algorithm>
@@ -13,6 +15,7 @@
 #include <vector>
 
 #include "core/parallel.hpp"
+#include "core/simd.hpp"
 
 namespace hsafast {
 
@@ -28,7 +31,7 @@ constexpr float kExpHi = 88.0f;             // keeps 2^n finite
 // exp(r) for |r| <= ln(2) / 2: degree-7 Taylor polynomial in Horner form, shared by
 // the scalar and the vector exp so that both round identically.
 template <typename F>
-inline F exp_poly(F r) {
+HSAFAST_SIMD_INLINE F exp_poly(F r) {
   F q = r * (1.0f / 5040.0f) + 1.0f / 720.0f;
   q = q * r + 1.0f / 120.0f;
   q = q * r + 1.0f / 24.0f;
@@ -39,7 +42,7 @@ inline F exp_poly(F r) {
 }
 
 // Scalar exp with the same algorithm as the vector one (used for tails of H).
-inline float fast_exp(float x) {
+HSAFAST_SIMD_INLINE float fast_exp(float x) {
   x = x < kExpLo ? kExpLo : (x > kExpHi ? kExpHi : x);
   const float t = x * kLog2e + kRoundMagic;
   const float n = t - kRoundMagic;
@@ -60,7 +63,7 @@ inline float fast_exp(float x) {
 constexpr float kTanhClamp = 20.0f;    // on 2 zv
 constexpr float kSigmoidClamp = 30.0f;  // on -zu
 
-inline float gate(float zv, float zu) {
+HSAFAST_SIMD_INLINE float gate(float zv, float zu) {
   float x2 = 2.0f * zv;
   x2 = x2 < -kTanhClamp ? -kTanhClamp : (x2 > kTanhClamp ? kTanhClamp : x2);
   float nu = -zu;
@@ -69,54 +72,72 @@ inline float gate(float zv, float zu) {
   return (e2 - 1.0f) / ((e2 + 1.0f) * (1.0f + fast_exp(nu)));
 }
 
-#if defined(__GNUC__) || defined(__clang__)
-#define HSAFAST_VECTOR_EXT 1
-constexpr int kLanes = 16;
-typedef float vf __attribute__((vector_size(kLanes * sizeof(float))));
-typedef int32_t vi __attribute__((vector_size(kLanes * sizeof(int32_t))));
+// Vectors of L floats: each SIMD path uses its register width (4 lanes baseline, 8 AVX2,
+// 16 AVX-512). A wider vector than the target has would be split by the compiler, and
+// its compares and selects split into single lanes.
+template <int L>
+struct Lanes;
+template <>
+struct Lanes<4> {
+  typedef float f __attribute__((vector_size(16)));
+  typedef int32_t i __attribute__((vector_size(16)));
+};
+template <>
+struct Lanes<8> {
+  typedef float f __attribute__((vector_size(32)));
+  typedef int32_t i __attribute__((vector_size(32)));
+};
+template <>
+struct Lanes<16> {
+  typedef float f __attribute__((vector_size(64)));
+  typedef int32_t i __attribute__((vector_size(64)));
+};
 
-inline vf vload(const float* p) {
-  vf v;
+template <int L>
+HSAFAST_SIMD_INLINE typename Lanes<L>::f vload(const float* p) {
+  typename Lanes<L>::f v;
   std::memcpy(&v, p, sizeof v);
   return v;
 }
 
-inline vf vexp(vf x) {
-  x = x < kExpLo ? vf{} + kExpLo : x;
-  x = x > kExpHi ? vf{} + kExpHi : x;
-  const vf t = x * kLog2e + kRoundMagic;
-  const vf n = t - kRoundMagic;
-  vf r = x - n * kLn2Hi;
+template <int L, typename V = typename Lanes<L>::f>
+HSAFAST_SIMD_INLINE V vclamp(V x, float lo, float hi) {
+  x = x < lo ? V{} + lo : x;
+  return x > hi ? V{} + hi : x;
+}
+
+template <int L, typename V = typename Lanes<L>::f>
+HSAFAST_SIMD_INLINE V vexp(V x) {
+  using VI = typename Lanes<L>::i;
+  x = vclamp<L>(x, kExpLo, kExpHi);
+  const V t = x * kLog2e + kRoundMagic;
+  const V n = t - kRoundMagic;
+  V r = x - n * kLn2Hi;
   r = r - n * kLn2Lo;
-  const vf q = exp_poly(r);
-  const vi eb = ((vi)t - 0x4B400000 + 127) << 23;
-  return q * (vf)eb;
+  const V q = exp_poly(r);
+  const VI eb = ((VI)t - 0x4B400000 + 127) << 23;
+  return q * (V)eb;
 }
 
-inline vf vclamp(vf x, float limit) {
-  x = x < -limit ? vf{} - limit : x;
-  return x > limit ? vf{} + limit : x;
+template <int L, typename V = typename Lanes<L>::f>
+HSAFAST_SIMD_INLINE V vgate(V zv, V zu) {
+  const V e2 = vexp<L>(vclamp<L>(2.0f * zv, -kTanhClamp, kTanhClamp));
+  const V e1 = vexp<L>(vclamp<L>(-zu, -kSigmoidClamp, kSigmoidClamp));
+  return (e2 - 1.0f) / ((e2 + 1.0f) * (1.0f + e1));
 }
 
-inline vf vgate(vf zv, vf zu) {
-  const vf e2 = vexp(vclamp(2.0f * zv, kTanhClamp));
-  return (e2 - 1.0f) / ((e2 + 1.0f) * (1.0f + vexp(vclamp(-zu, kSigmoidClamp))));
-}
-#endif
-
-inline float row_logit(const float* z, const GateParams& p) {
+template <int L>
+HSAFAST_SIMD_INLINE float row_logit(const float* z, const GateParams& p) {
   const int64_t H = p.hidden;
   int64_t j = 0;
-  float total = 0.0f;
-#ifdef HSAFAST_VECTOR_EXT
-  vf acc{};
-  for (; j + kLanes <= H; j += kLanes) {
-    const vf zv = vload(z + j) + vload(p.bias_v + j);
-    const vf zu = vload(z + H + j) + vload(p.bias_u + j);
-    acc += vgate(zv, zu) * vload(p.w + j);
+  typename Lanes<L>::f acc{};
+  for (; j + L <= H; j += L) {
+    const auto zv = vload<L>(z + j) + vload<L>(p.bias_v + j);
+    const auto zu = vload<L>(z + H + j) + vload<L>(p.bias_u + j);
+    acc += vgate<L>(zv, zu) * vload<L>(p.w + j);
   }
-  for (int l = 0; l < kLanes; ++l) total += acc[l];
-#endif
+  float total = 0.0f;
+  for (int l = 0; l < L; ++l) total += acc[l];
   for (; j < H; ++j) total += gate(z[j] + p.bias_v[j], z[H + j] + p.bias_u[j]) * p.w[j];
   return total + p.bias_w;
 }
@@ -128,7 +149,7 @@ constexpr int64_t kMinRowsPerTask = 64;
 // float32 (block_sum, D floats that stay in L1) and reaches acc once per block: float32 SIMD
 // is twice as wide as float64 and needs no conversions, and a block is too short for float32
 // rounding to matter (32 terms, each e <= 1), while acc keeps float64 over the whole bag.
-void add_weighted_rows(const float* h, int64_t ldh, const double* e, int64_t rows, int64_t D,
+HSAFAST_SIMD_INLINE void add_weighted_rows(const float* h, int64_t ldh, const double* e, int64_t rows, int64_t D,
                        float* block_sum, double* acc) {
   std::fill(block_sum, block_sum + D, 0.0f);
   int64_t i = 0;
@@ -151,8 +172,9 @@ void add_weighted_rows(const float* h, int64_t ldh, const double* e, int64_t row
 }
 
 // Pools rows [r0, r1) into a fresh state part = [m, s, acc(D)]; false on a non-finite logit.
-bool pool_rows(const PoolChunk& c, const GateParams& p, int64_t r0, int64_t r1, double* part,
-               float* logits) {
+template <int L>
+HSAFAST_SIMD_INLINE bool pool_rows(const PoolChunk& c, const GateParams& p, int64_t r0,
+                                   int64_t r1, double* part, float* logits) {
   const int64_t D = c.dim;
   double m = -std::numeric_limits<double>::infinity();
   double s = 0.0;
@@ -164,7 +186,7 @@ bool pool_rows(const PoolChunk& c, const GateParams& p, int64_t r0, int64_t r1, 
     const int64_t b1 = std::min(r1, b0 + kRowBlock);
     double block_max = -std::numeric_limits<double>::infinity();
     for (int64_t i = b0; i < b1; ++i) {
-      const float a = row_logit(c.z + i * c.ldz, p);
+      const float a = row_logit<L>(c.z + i * c.ldz, p);
       if (!std::isfinite(a)) return false;
       logits[i] = a;
       block_max = std::max(block_max, static_cast<double>(a));
@@ -186,6 +208,39 @@ bool pool_rows(const PoolChunk& c, const GateParams& p, int64_t r0, int64_t r1, 
   return true;
 }
 
+template <int L>
+HSAFAST_SIMD_INLINE void logit_rows(const PoolChunk& c, const GateParams& p, int64_t r0,
+                                    int64_t r1, float* logits) {
+  for (int64_t i = r0; i < r1; ++i) logits[i] = row_logit<L>(c.z + i * c.ldz, p);
+}
+
+// The row loops of each SIMD path (simd.hpp), at its vector width.
+bool pool_rows_scalar(const PoolChunk& c, const GateParams& p, int64_t r0, int64_t r1,
+                      double* part, float* logits) {
+  return pool_rows<4>(c, p, r0, r1, part, logits);
+}
+HSAFAST_TARGET_AVX2 bool pool_rows_avx2(const PoolChunk& c, const GateParams& p, int64_t r0,
+                                        int64_t r1, double* part, float* logits) {
+  return pool_rows<8>(c, p, r0, r1, part, logits);
+}
+HSAFAST_TARGET_AVX512 bool pool_rows_avx512(const PoolChunk& c, const GateParams& p, int64_t r0,
+                                            int64_t r1, double* part, float* logits) {
+  return pool_rows<16>(c, p, r0, r1, part, logits);
+}
+
+void logit_rows_scalar(const PoolChunk& c, const GateParams& p, int64_t r0, int64_t r1,
+                       float* logits) {
+  logit_rows<4>(c, p, r0, r1, logits);
+}
+HSAFAST_TARGET_AVX2 void logit_rows_avx2(const PoolChunk& c, const GateParams& p, int64_t r0,
+                                         int64_t r1, float* logits) {
+  logit_rows<8>(c, p, r0, r1, logits);
+}
+HSAFAST_TARGET_AVX512 void logit_rows_avx512(const PoolChunk& c, const GateParams& p, int64_t r0,
+                                             int64_t r1, float* logits) {
+  logit_rows<16>(c, p, r0, r1, logits);
+}
+
 bool all_finite(const double* v, int64_t n) {
   for (int64_t i = 0; i < n; ++i)
     if (!std::isfinite(v[i])) return false;
@@ -195,9 +250,8 @@ bool all_finite(const double* v, int64_t n) {
 }  // namespace
 
 void gated_logits(const PoolChunk& c, const GateParams& p, float* logits) {
-  parallel_for(c.rows, kMinRowsPerTask, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) logits[i] = row_logit(c.z + i * c.ldz, p);
-  });
+  const auto rows = simd::select(logit_rows_scalar, logit_rows_avx2, logit_rows_avx512);
+  parallel_for(c.rows, kMinRowsPerTask, [&](int64_t b, int64_t e) { rows(c, p, b, e, logits); });
 }
 
 void merge_pool_states(double* a, const double* b, int64_t dim) {
@@ -226,13 +280,13 @@ bool pool_chunk(const PoolChunk& c, const GateParams& p, double* state, float* l
       1, std::min<int64_t>(get_num_threads(), c.rows / kMinRowsPerTask));
   std::vector<double> parts(static_cast<size_t>(tasks * (D + 2)));
   std::vector<char> ok(static_cast<size_t>(tasks), 1);
+  const auto pool = simd::select(pool_rows_scalar, pool_rows_avx2, pool_rows_avx512);
   parallel_for(tasks, 1, [&](int64_t tb, int64_t te) {
     for (int64_t t = tb; t < te; ++t) {
       const int64_t r0 = c.rows * t / tasks;
       const int64_t r1 = c.rows * (t + 1) / tasks;
       double* part = parts.data() + t * (D + 2);
-      ok[static_cast<size_t>(t)] = pool_rows(c, p, r0, r1, part, logits) &&
-                                   all_finite(part + 1, D + 1);
+      ok[static_cast<size_t>(t)] = pool(c, p, r0, r1, part, logits) && all_finite(part + 1, D + 1);
     }
   });
   for (char flag : ok)

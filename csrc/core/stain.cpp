@@ -10,17 +10,20 @@
 #include <vector>
 
 #include "core/parallel.hpp"
+#include "core/simd.hpp"
 
-// CMakeLists.txt compiles this file without AVX-512 (-mno-avx512f): with it,
-// every compare of the eight-lane loop goes through a mask register and back,
-// which costs more than it saves. The two-pixel loop (stats_row_avx512) is the
-// one place written for AVX-512, chosen at run time.
+// The eight-lane row loop (stats_row) is compiled for the baseline and for AVX2
+// (simd.hpp); the AVX-512 path is a loop of its own (stats_row_avx512, two pixels
+// per register): compiled for AVX-512, the eight-lane loop would send every
+// compare through a mask register and back, which costs more than it saves.
 
 namespace hsafast::stain {
 namespace {
 
 typedef float v8f __attribute__((vector_size(32)));
 typedef int32_t v8i __attribute__((vector_size(32)));
+typedef float v4f __attribute__((vector_size(16)));
+typedef int32_t v4i __attribute__((vector_size(16)));
 
 // Lanes of the per-channel tables: three copies of DAB (one per intensity
 // threshold), summed OD (tissue test), hematoxylin, a saturation indicator, the
@@ -33,11 +36,20 @@ struct alignas(32) Tables {
   v8f t[3][256];
 };
 
-inline v8i broadcast_tissue(v8i m) {
+HSAFAST_SIMD_INLINE v8i broadcast_tissue(v8i m) {
 #if defined(__clang__)
   return __builtin_shufflevector(m, m, 3, 3, 3, 3, 7, 7, 7, 7);
 #else
   const v8i idx = {3, 3, 3, 3, 7, 7, 7, 7};
+  return __builtin_shuffle(m, idx);
+#endif
+}
+
+HSAFAST_SIMD_INLINE v4i broadcast_tissue(v4i m) {
+#if defined(__clang__)
+  return __builtin_shufflevector(m, m, 3, 3, 3, 3);
+#else
+  const v4i idx = {3, 3, 3, 3};
   return __builtin_shuffle(m, idx);
 #endif
 }
@@ -57,14 +69,21 @@ void build_tables(const StatsParams& p, Tables& tab) {
 }
 
 // max(s, floor) on tissue pixels, zero elsewhere; the floor is zero (clamping)
-// except for the residual lane (-inf: no clamping).
-inline v8f clamp_tissue(v8f s, v8f floor, v8i tissue) {
-#if defined(__AVX__) && defined(__GNUC__) && !defined(__clang__)
-  const v8f m = __builtin_ia32_maxps256(s, floor);  // a compare and blend otherwise
-#else
-  const v8f m = s > floor ? s : floor;
-#endif
-  return reinterpret_cast<v8f>(reinterpret_cast<v8i>(m) & tissue);
+// except for the residual lane (-inf: no clamping). `s > floor ? s : floor` is
+// exactly x86's maxps, which the compiler emits.
+template <typename VF, typename VI>
+HSAFAST_SIMD_INLINE VF clamp_tissue(VF s, VF floor, VI tissue) {
+  const VF m = s > floor ? s : floor;
+  return reinterpret_cast<VF>(reinterpret_cast<VI>(m) & tissue);
+}
+
+// One pixel's lanes: threshold tests counted on tissue, clamped sums.
+template <typename VF, typename VI>
+HSAFAST_SIMD_INLINE void pixel_lanes(VF s, VF thr, VF floor, VI& cnt, VF& sum) {
+  const VI m = s > thr;
+  const VI tissue = broadcast_tissue(m);
+  cnt -= m & tissue;
+  sum += clamp_tissue(s, floor, tissue);
 }
 
 struct RowSums {
@@ -72,21 +91,38 @@ struct RowSums {
   v8f sum[4] = {};  // one accumulator per pixel position modulo 4
 };
 
-inline void pixel(const uint8_t* q, const Tables& tab, v8f thr, v8f floor, v8i& cnt, v8f& sum) {
+// kHalves: the baseline path, whose 128-bit registers would take 8-lane compares and
+// selects one lane at a time; each 128-bit half holds its own copy of summed OD, so
+// the halves are tested apart with the same steps.
+template <bool kHalves>
+HSAFAST_SIMD_INLINE void pixel(const uint8_t* q, const Tables& tab, v8f thr, v8f floor, v8i& cnt,
+                               v8f& sum) {
   const v8f s = tab.t[0][q[0]] + tab.t[1][q[1]] + tab.t[2][q[2]];
-  const v8i m = s > thr;
-  const v8i tissue = broadcast_tissue(m);
-  cnt -= m & tissue;
-  sum += clamp_tissue(s, floor, tissue);
+  if constexpr (kHalves) {
+    v4f sh[2], th[2], fh[2], uh[2];
+    v4i ch[2];
+    std::memcpy(sh, &s, sizeof s);
+    std::memcpy(th, &thr, sizeof thr);
+    std::memcpy(fh, &floor, sizeof floor);
+    std::memcpy(uh, &sum, sizeof sum);
+    std::memcpy(ch, &cnt, sizeof cnt);
+    pixel_lanes(sh[0], th[0], fh[0], ch[0], uh[0]);
+    pixel_lanes(sh[1], th[1], fh[1], ch[1], uh[1]);
+    std::memcpy(&sum, uh, sizeof sum);
+    std::memcpy(&cnt, ch, sizeof cnt);
+  } else {
+    pixel_lanes(s, thr, floor, cnt, sum);
+  }
 }
 
 // Pixels [x, w) of a row, one at a time into the first accumulator.
-inline void row_tail(const uint8_t* px, int64_t x, int64_t w, const Tables& tab, v8f thr,
-                     v8f floor, RowSums& r) {
-  for (; x < w; ++x, px += 3) pixel(px, tab, thr, floor, r.cnt, r.sum[0]);
+template <bool kHalves>
+HSAFAST_SIMD_INLINE void row_tail(const uint8_t* px, int64_t x, int64_t w, const Tables& tab,
+                                  v8f thr, v8f floor, RowSums& r) {
+  for (; x < w; ++x, px += 3) pixel<kHalves>(px, tab, thr, floor, r.cnt, r.sum[0]);
 }
 
-inline void add_row(const RowSums& r, double* acc) {
+HSAFAST_SIMD_INLINE void add_row(const RowSums& r, double* acc) {
   const v8f sum = (r.sum[0] + r.sum[1]) + (r.sum[2] + r.sum[3]);
   acc[kDab1] += r.cnt[0];
   acc[kDab2] += r.cnt[1];
@@ -99,7 +135,7 @@ inline void add_row(const RowSums& r, double* acc) {
   acc[kResidualSum] += sum[6];
 }
 
-inline v8f sum_floor() {
+HSAFAST_SIMD_INLINE v8f sum_floor() {
   const float ninf = -std::numeric_limits<float>::infinity();
   return v8f{0, 0, 0, 0, 0, 0, ninf, 0};
 }
@@ -107,28 +143,29 @@ inline v8f sum_floor() {
 // Accumulates one row of w pixels into acc (kStatCount doubles). Four pixels
 // per step into four float accumulators: one accumulator would chain every
 // pixel on the latency of a float addition.
-inline void stats_row(const uint8_t* px, int64_t w, const Tables& tab, v8f thr, double* acc) {
+template <bool kHalves>
+HSAFAST_SIMD_INLINE void stats_row(const uint8_t* px, int64_t w, const Tables& tab,
+                                   const v8f& thr, double* acc) {
   RowSums r;
   const v8f floor = sum_floor();
   int64_t x = 0;
   for (; x + 4 <= w; x += 4, px += 12) {
-    pixel(px, tab, thr, floor, r.cnt, r.sum[0]);
-    pixel(px + 3, tab, thr, floor, r.cnt, r.sum[1]);
-    pixel(px + 6, tab, thr, floor, r.cnt, r.sum[2]);
-    pixel(px + 9, tab, thr, floor, r.cnt, r.sum[3]);
+    pixel<kHalves>(px, tab, thr, floor, r.cnt, r.sum[0]);
+    pixel<kHalves>(px + 3, tab, thr, floor, r.cnt, r.sum[1]);
+    pixel<kHalves>(px + 6, tab, thr, floor, r.cnt, r.sum[2]);
+    pixel<kHalves>(px + 9, tab, thr, floor, r.cnt, r.sum[3]);
   }
-  row_tail(px, x, w, tab, thr, floor, r);
+  row_tail<kHalves>(px, x, w, tab, thr, floor, r);
   add_row(r, acc);
 }
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#define HSAFAST_STAIN_AVX512 1
+#if defined(HSAFAST_SIMD_X86)
 // The same row with two pixels per 512-bit register: the per-pixel tests
 // (compare, tissue mask, count, clamp, sum) cost half the instructions, and
 // AVX-512 compares with a mask fold the tissue test into the threshold test.
 // Pixel positions 0-3 modulo 4 land in the same accumulators (low and high
 // halves), so the sums are bit-identical to stats_row.
-#define HSAFAST_AVX512 __attribute__((target("avx512f"), always_inline)) inline
+#define HSAFAST_AVX512 HSAFAST_TARGET_AVX512 HSAFAST_SIMD_INLINE
 
 HSAFAST_AVX512 __m512 join(v8f a, v8f b) {
   return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(reinterpret_cast<__m256d>(a)),
@@ -157,9 +194,8 @@ HSAFAST_AVX512 void step(__m512 s, __m512 thr, __m512 floor, __m512 tissue_od, _
   sum = _mm512_mask_add_ps(sum, tissue, sum, _mm512_max_ps(s, floor));
 }
 
-__attribute__((target("avx512f"))) void stats_row_avx512(const uint8_t* px, int64_t w,
-                                                         const Tables& tab, v8f thr8,
-                                                         double* acc) {
+HSAFAST_AVX512 void stats_row_avx512(const uint8_t* px, int64_t w, const Tables& tab,
+                                     const v8f& thr8, double* acc) {
   const v8f floor8 = sum_floor();
   const __m512 thr = join(thr8, thr8);
   const __m512 floor = join(floor8, floor8);
@@ -180,10 +216,32 @@ __attribute__((target("avx512f"))) void stats_row_avx512(const uint8_t* px, int6
   r.sum[1] = reinterpret_cast<v8f>(_mm512_extractf64x4_pd(_mm512_castps_pd(sum01), 1));
   r.sum[2] = reinterpret_cast<v8f>(_mm512_castps512_ps256(sum23));
   r.sum[3] = reinterpret_cast<v8f>(_mm512_extractf64x4_pd(_mm512_castps_pd(sum23), 1));
-  row_tail(px, x, w, tab, thr8, floor8, r);
+  row_tail<false>(px, x, w, tab, thr8, floor8, r);
   add_row(r, acc);
 }
 #endif
+
+// Rows [y0, y1) of one tile (base: its first pixel) into acc, one function per SIMD
+// path. thr is passed by pointer: baseline and AVX code pass vectors differently.
+void stats_rows_scalar(const uint8_t* base, int64_t y0, int64_t y1, int64_t w, const Tables& tab,
+                       const v8f* thr, double* acc) {
+  for (int64_t y = y0; y < y1; ++y) stats_row<true>(base + y * w * 3, w, tab, *thr, acc);
+}
+
+HSAFAST_TARGET_AVX2 void stats_rows_avx2(const uint8_t* base, int64_t y0, int64_t y1, int64_t w,
+                                         const Tables& tab, const v8f* thr, double* acc) {
+  for (int64_t y = y0; y < y1; ++y) stats_row<false>(base + y * w * 3, w, tab, *thr, acc);
+}
+
+HSAFAST_TARGET_AVX512 void stats_rows_avx512(const uint8_t* base, int64_t y0, int64_t y1,
+                                             int64_t w, const Tables& tab, const v8f* thr,
+                                             double* acc) {
+#if defined(HSAFAST_SIMD_X86)
+  for (int64_t y = y0; y < y1; ++y) stats_row_avx512(base + y * w * 3, w, tab, *thr, acc);
+#else
+  stats_rows_scalar(base, y0, y1, w, tab, thr, acc);
+#endif
+}
 
 }  // namespace
 
@@ -204,10 +262,7 @@ void tile_stats(const uint8_t* rgb, int64_t n, int64_t h, int64_t w, const Stats
   const int64_t blocks = n * blocks_per_tile;
   std::vector<double> partial(static_cast<size_t>(std::max<int64_t>(blocks, 1)) * kStatCount, 0.0);
   const Tables& t = *tab;
-  auto row = stats_row;
-#if defined(HSAFAST_STAIN_AVX512)
-  if (__builtin_cpu_supports("avx512f")) row = stats_row_avx512;
-#endif
+  const auto rows = simd::select(stats_rows_scalar, stats_rows_avx2, stats_rows_avx512);
   parallel_for(blocks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
       const int64_t tile = b / blocks_per_tile;
@@ -215,7 +270,7 @@ void tile_stats(const uint8_t* rgb, int64_t n, int64_t h, int64_t w, const Stats
       const int64_t y1 = std::min(h, y0 + rows_per_block);
       double* acc = partial.data() + b * kStatCount;
       const uint8_t* base = rgb + (tile * h) * w * 3;
-      for (int64_t y = y0; y < y1; ++y) row(base + y * w * 3, w, t, thr, acc);
+      rows(base, y0, y1, w, t, &thr, acc);
     }
   });
   std::fill(out, out + n * kStatCount, 0.0);
@@ -228,23 +283,22 @@ void tile_stats(const uint8_t* rgb, int64_t n, int64_t h, int64_t w, const Stats
 
 void concentrations(const uint8_t* rgb, int64_t npix, const float od_lut[256],
                     const float inv[3][3], bool clamp, float* out) {
-  // Per-channel tables of the three concentration contributions.
-  std::vector<float> tab(3 * 256 * 4);
+  // Per-channel tables of the three concentration contributions, one 4-float vector
+  // per intensity (the fourth lane unused), so that a pixel is two vector additions.
+  std::vector<v4f> tab(3 * 256);
   for (int c = 0; c < 3; ++c)
     for (int v = 0; v < 256; ++v)
-      for (int j = 0; j < 3; ++j) tab[(c * 256 + v) * 4 + j] = od_lut[v] * inv[c][j];
-  const float* t = tab.data();
-  parallel_for(npix, 16384, [&](int64_t begin, int64_t end) {
+      for (int j = 0; j < 4; ++j) tab[c * 256 + v][j] = j < 3 ? od_lut[v] * inv[c][j] : 0.0f;
+  const v4f* t = tab.data();
+  const float lowest = clamp ? 0.0f : -std::numeric_limits<float>::infinity();
+  const v4f floor = {lowest, lowest, lowest, lowest};
+  simd::parallel_for(npix, 16384, [&](int64_t begin, int64_t end) HSAFAST_SIMD_LAMBDA {
     const uint8_t* px = rgb + begin * 3;
     float* o = out + begin * 3;
     for (int64_t i = begin; i < end; ++i, px += 3, o += 3) {
-      const float* a = t + (0 * 256 + px[0]) * 4;
-      const float* b = t + (1 * 256 + px[1]) * 4;
-      const float* c = t + (2 * 256 + px[2]) * 4;
-      for (int j = 0; j < 3; ++j) {
-        const float v = a[j] + b[j] + c[j];
-        o[j] = clamp ? std::max(v, 0.0f) : v;
-      }
+      v4f v = t[px[0]] + t[256 + px[1]] + t[512 + px[2]];
+      v = v > floor ? v : floor;
+      std::memcpy(o, &v, 3 * sizeof(float));
     }
   });
 }

@@ -6,6 +6,7 @@
 #include <stdexcept>
 
 #include "core/parallel.hpp"
+#include "core/simd.hpp"
 
 namespace hsafast {
 namespace tissue {
@@ -289,7 +290,7 @@ void od_threshold(const uint8_t* rgb, int64_t n_pixels, const std::array<uint8_t
   const int c0 = cut[0], c1 = cut[1], c2 = cut[2];
   const int black = exclude_artefacts ? black_level : 0;
   const int margin = exclude_artefacts ? green_margin : 1000;
-  parallel_for(n_pixels, kPixelGrain, [=](int64_t b, int64_t e) {
+  simd::parallel_for(n_pixels, kPixelGrain, [=](int64_t b, int64_t e) HSAFAST_SIMD_LAMBDA {
     const uint8_t* __restrict px = rgb + 3 * b;
     uint8_t* __restrict o = out + b;
     const int64_t n = e - b;
@@ -413,7 +414,8 @@ void morph_disk(const uint8_t* mask, int64_t h, int64_t w, int r, uint8_t* out) 
     plane[i] = std::lower_bound(widths.begin(), widths.end(), half[i]) - widths.begin();
   const int64_t block = 64;
   const int64_t nblocks = (h + block - 1) / block;
-  parallel_for(nblocks, std::max<int64_t>(1, row_grain(w) / block), [&](int64_t b0, int64_t b1) {
+  const int64_t grain = std::max<int64_t>(1, row_grain(w) / block);
+  simd::parallel_for(nblocks, grain, [&](int64_t b0, int64_t b1) HSAFAST_SIMD_LAMBDA {
     std::vector<uint8_t> buf;
     std::vector<uint8_t> cur(static_cast<size_t>(w)), next(static_cast<size_t>(w));
     for (int64_t blk = b0; blk < b1; ++blk) {
