@@ -1,0 +1,1 @@
+"""Training for hsafast (installed as ``hsafast.trainer``)."""
