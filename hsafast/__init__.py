@@ -56,6 +56,11 @@ _EXPORTS = {
     "load_registration": "hsafast.registration",
     "make_cohort": "hsafast.synth",
     "load_truth": "hsafast.synth",
+    "EncoderError": "hsafast.errors",
+    "BundleError": "hsafast.errors",
+    "list_encoders": "hsafast.encoders",
+    "create_encoder": "hsafast.encoders",
+    "ModelBundle": "hsafast.bundle",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
@@ -75,7 +80,11 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from hsafast.bundle import ModelBundle
+    from hsafast.encoders import create_encoder, list_encoders
     from hsafast.errors import (
+        BundleError,
+        EncoderError,
         HsafastError,
         InvalidParameterError,
         MissingPixelSizeError,

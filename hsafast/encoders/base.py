@@ -1,0 +1,143 @@
+"""TileEncoder: the common face of every tile encoder (uint8 tiles in, embeddings out).
+
+``forward`` takes normalised float tiles (B x 3 x S x S) and is all that engines export;
+``preprocess`` turns uint8 N x H x W x 3 tiles into that input on every engine alike, so a
+model gives the same embeddings under PyTorch, ONNX Runtime or TensorRT.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from hsafast.errors import EncoderError
+
+if TYPE_CHECKING:
+    import torch
+
+import torch.nn as nn
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "TileEncoder", "resize_tiles"]
+
+#: ImageNet channel statistics (RGB, 0-1 scale), the normalisation of most published encoders.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class TileEncoder(nn.Module):
+    """A module mapping normalised tiles (B x 3 x S x S) to embeddings (B x dim)."""
+
+    def __init__(
+        self,
+        name: str,
+        dim: int,
+        input_size: int,
+        mean: tuple[float, float, float] = IMAGENET_MEAN,
+        std: tuple[float, float, float] = IMAGENET_STD,
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self.dim = int(dim)
+        self.input_size = int(input_size)
+        self.mean = tuple(float(v) for v in mean)
+        self.std = tuple(float(v) for v in std)
+        self.weights_source: Path | None = None
+        self._hash_key: tuple[Any, ...] | None = None
+        self._hash_value = ""
+
+    # ---- weights ----------------------------------------------------------------------
+    @property
+    def weights_module(self) -> nn.Module:
+        """The module whose state dict is laid out as the encoder's weights files are."""
+        return self
+
+    def weights_state(self) -> dict[str, torch.Tensor]:
+        """The weights under the names their files use (what ``weights_hash`` covers)."""
+        return dict(self.weights_module.state_dict())
+
+    def load_weights(self, weights: str | os.PathLike[str] | Mapping[str, Any]) -> None:
+        """Load a weights file or a state dict; every name and shape must fit."""
+        from hsafast.encoders.weights import fit_weights, load_weights_file
+
+        source = None if isinstance(weights, Mapping) else Path(weights)
+        state = weights if isinstance(weights, Mapping) else load_weights_file(weights)
+        fit_weights(self.weights_module, state, source, f"encoder {self.name!r}")
+        self.weights_source = source
+
+    @property
+    def weights_hash(self) -> str:
+        """SHA-256 of the current weights (recomputed only after they change)."""
+        from hsafast.encoders.weights import weights_hash
+
+        state = self.weights_state()
+        # a tensor's _version grows with every in-place update (optimiser steps, loads)
+        key = tuple((k, t.data_ptr(), t._version) for k, t in state.items())
+        if key != self._hash_key:
+            self._hash_value = weights_hash(state)
+            self._hash_key = key
+        return self._hash_value
+
+    def describe(self) -> dict[str, Any]:
+        """Name, hash, width, input size and normalisation (a bundle's ``encoder`` entry)."""
+        return {
+            "name": self.name,
+            "hash": self.weights_hash,
+            "dim": self.dim,
+            "input_size": self.input_size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
+
+    # ---- inputs -----------------------------------------------------------------------
+    def preprocess(self, tiles: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """uint8 N x H x W x 3 RGB tiles -> float32 N x 3 x S x S, resized and normalised.
+
+        Downscaling by a whole factor averages boxes of pixels (as tile reading does);
+        other sizes use antialiased bilinear resampling.
+        """
+        import torch
+
+        x = (
+            torch.from_numpy(np.ascontiguousarray(tiles))
+            if isinstance(tiles, np.ndarray)
+            else tiles
+        )
+        if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[-1] != 3:
+            raise EncoderError(
+                f"encoder {self.name!r} takes uint8 N x H x W x 3 RGB tiles, got "
+                f"{x.dtype} of shape {tuple(x.shape)}"
+            )
+        x = x.permute(0, 3, 1, 2).float()
+        x = resize_tiles(x, self.input_size)
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1) * 255.0
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1) * 255.0
+        return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
+
+    def embed(self, tiles: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Embeddings (N x dim, float32, CPU) of uint8 tiles, in inference mode."""
+        import torch
+
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.inference_mode():
+                device = next(self.parameters()).device
+                return self(self.preprocess(tiles).to(device)).float().cpu()
+        finally:
+            self.train(was_training)
+
+
+def resize_tiles(x: torch.Tensor, size: int) -> torch.Tensor:
+    """N x C x H x W float tiles resized to size x size (box average for whole factors)."""
+    import torch.nn.functional as F
+
+    h, w = int(x.shape[-2]), int(x.shape[-1])
+    if (h, w) == (size, size):
+        return x
+    if h == w and h % size == 0:
+        return F.avg_pool2d(x, h // size)
+    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
