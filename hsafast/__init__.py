@@ -54,6 +54,10 @@ _EXPORTS = {
     "RegistrationConfig": "hsafast.registration",
     "paired_tiles": "hsafast.registration",
     "load_registration": "hsafast.registration",
+    "Scorer": "hsafast.scoring",
+    "ScoringOptions": "hsafast.scoring",
+    "SlideResult": "hsafast.scoring",
+    "SlideInfo": "hsafast.scoring",
     "make_cohort": "hsafast.synth",
     "load_truth": "hsafast.synth",
     "EncoderError": "hsafast.errors",
@@ -101,6 +105,7 @@ if TYPE_CHECKING:
         paired_tiles,
         register,
     )
+    from hsafast.scoring import Scorer, ScoringOptions, SlideInfo, SlideResult
     from hsafast.slides import Slide, open_slide
     from hsafast.stain import (
         Marker,

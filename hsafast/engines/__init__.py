@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+from dataclasses import fields
 from typing import Any
 
 from hsafast.engines.base import Engine, ModelSpec, missing_engine
@@ -81,11 +82,20 @@ def create_engine(
     if name == "torch":
         from hsafast.engines.torch_engine import TorchEngine, TorchOptions
 
+        _check_options(name, options, [f.name for f in fields(TorchOptions)])
         return TorchEngine(spec, resolved_device, TorchOptions(**options))
     if name == "onnxruntime":
         from hsafast.engines.onnxruntime_engine import OnnxRuntimeEngine
 
+        _check_options(name, options, ["threads"])
         return OnnxRuntimeEngine(spec, resolved_device, **options)
     from hsafast.engines.tensorrt_engine import TensorRTEngine, TensorRTOptions
 
+    _check_options(name, options, [f.name for f in fields(TensorRTOptions)])
     return TensorRTEngine(spec, resolved_device, TensorRTOptions(**options))
+
+
+def _check_options(engine: str, options: dict[str, Any], known: list[str]) -> None:
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise EngineError(f"unknown options {unknown} for the {engine} engine (known: {known})")

@@ -114,8 +114,11 @@ def _check_export(spec: ModelSpec, data: bytes) -> None:
     )
     with torch.inference_mode():
         expected = [o.numpy() for o in _as_tuple(spec.network(x))]
-    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-    got = session.run(list(spec.output_names), {INPUT_NAME: x.numpy()})
+    try:
+        session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+        got = session.run(list(spec.output_names), {INPUT_NAME: x.numpy()})
+    except Exception as exc:  # ORT raises its own types; a fixed batch size shows up here
+        raise EngineError(f"the ONNX export cannot run a batch of 3 tiles: {exc}") from exc
     for name, a, e in zip(spec.output_names, got, expected, strict=True):
         err = float(np.abs(a - e).max()) / max(float(np.abs(e).max()), 1e-12)
         if not err <= EXPORT_RTOL:

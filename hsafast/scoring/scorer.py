@@ -215,13 +215,13 @@ class Scorer:
         self, job: SlideJob, source: Any, stats: dict[str, StageStats]
     ) -> Iterator[Batch]:
         from hsafast.errors import NoTissueError
-        from hsafast.slides import Slide, open_slide
+        from hsafast.slides import Slide
         from hsafast.tiling import tile_grid
         from hsafast.tissue import detect_tissue
 
         t0 = time.perf_counter()
         owned = not isinstance(source, Slide)
-        slide = open_slide(source, mpp=self.options.slide_mpp) if owned else source
+        slide = self._open(source) if owned else source
         try:
             mask = detect_tissue(slide, self.tissue)
             grid = tile_grid(
@@ -248,6 +248,21 @@ class Scorer:
             job.info.slide_id, grid.patch_size_level0, grid.target_mpp, job.info.path
         )
         return self._read(slide, grid, owned, stats)
+
+    def _open(self, path: Any) -> Slide:
+        """Opens a slide; `slide_mpp` applies only to files that record no pixel size."""
+        from hsafast.errors import MissingPixelSizeError
+        from hsafast.slides import open_slide
+
+        slide = open_slide(path)
+        if self.options.slide_mpp is None:
+            return slide
+        try:
+            slide.mpp  # noqa: B018 - raises when the file records no usable pixel size
+        except MissingPixelSizeError:
+            slide.close()
+            return open_slide(path, mpp=self.options.slide_mpp)
+        return slide
 
     def _read(
         self, slide: Slide, grid: Any, owned: bool, stats: dict[str, StageStats]
