@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from pooling_helpers import assert_close
@@ -37,7 +39,7 @@ def test_stream_in_shuffled_order_and_odd_batches_equals_scoring_at_once(scorer,
     order = np.random.default_rng(3).permutation(len(coords))
     stream = scorer.stream(SlideInfo("cmu", patch_size_level0=side))
     cuts = [0, 1, 8, 45, 46, 120, len(order)]
-    for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+    for a, b in itertools.pairwise(cuts):
         stream.push(tiles[order[a:b]], coords[order[a:b]])
     streamed = stream.result()
     np.testing.assert_array_equal(streamed.coords, whole.coords)
