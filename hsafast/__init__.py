@@ -65,6 +65,7 @@ _EXPORTS = {
     "list_encoders": "hsafast.encoders",
     "create_encoder": "hsafast.encoders",
     "ModelBundle": "hsafast.bundle",
+    "embed_slide": "hsafast.embedding",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
@@ -85,6 +86,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from hsafast.bundle import ModelBundle
+    from hsafast.embedding import embed_slide
     from hsafast.encoders import create_encoder, list_encoders
     from hsafast.errors import (
         BundleError,

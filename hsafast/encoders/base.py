@@ -10,18 +10,15 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+import torch
+import torch.nn as nn
 
 from hsafast.errors import EncoderError
 
-if TYPE_CHECKING:
-    import torch
-
-import torch.nn as nn
-
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "TileEncoder", "resize_tiles"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "TileEncoder", "centre_crop", "resize_tiles"]
 
 #: ImageNet channel statistics (RGB, 0-1 scale), the normalisation of most published encoders.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -38,11 +35,13 @@ class TileEncoder(nn.Module):
         input_size: int,
         mean: tuple[float, float, float] = IMAGENET_MEAN,
         std: tuple[float, float, float] = IMAGENET_STD,
+        resize_size: int | None = None,
     ) -> None:
         super().__init__()
         self.name = name
         self.dim = int(dim)
         self.input_size = int(input_size)
+        self.resize_size = int(resize_size or input_size)
         self.mean = tuple(float(v) for v in mean)
         self.std = tuple(float(v) for v in std)
         self.weights_source: Path | None = None
@@ -59,14 +58,24 @@ class TileEncoder(nn.Module):
         """The weights under the names their files use (what ``weights_hash`` covers)."""
         return dict(self.weights_module.state_dict())
 
-    def load_weights(self, weights: str | os.PathLike[str] | Mapping[str, Any]) -> None:
-        """Load a weights file or a state dict; every name and shape must fit."""
+    def load_weights(
+        self, weights: str | os.PathLike[str] | Mapping[str, Any], assign: bool = False
+    ) -> None:
+        """Load a weights file or a state dict; every name and shape must fit.
+
+        ``assign`` adopts the tensors (for an encoder built on the meta device).
+        """
         from hsafast.encoders.weights import fit_weights, load_weights_file
 
         source = None if isinstance(weights, Mapping) else Path(weights)
         state = weights if isinstance(weights, Mapping) else load_weights_file(weights)
-        fit_weights(self.weights_module, state, source, f"encoder {self.name!r}")
+        state = self.select_weights(dict(state))
+        fit_weights(self.weights_module, state, source, f"encoder {self.name!r}", assign)
         self.weights_source = source
+
+    def select_weights(self, state: dict[str, Any]) -> dict[str, Any]:
+        """The tensors of a published file that belong to this encoder (all, by default)."""
+        return state
 
     @property
     def weights_hash(self) -> str:
@@ -96,10 +105,10 @@ class TileEncoder(nn.Module):
     def preprocess(self, tiles: np.ndarray | torch.Tensor) -> torch.Tensor:
         """uint8 N x H x W x 3 RGB tiles -> float32 N x 3 x S x S, resized and normalised.
 
-        Downscaling by a whole factor averages boxes of pixels (as tile reading does);
-        other sizes use antialiased bilinear resampling.
+        Tiles are resized to ``resize_size`` and centre-cropped to ``input_size`` (equal for
+        most encoders). Downscaling by a whole factor averages boxes of pixels (as tile
+        reading does); other sizes use antialiased bilinear resampling.
         """
-        import torch
 
         x = (
             torch.from_numpy(np.ascontiguousarray(tiles))
@@ -112,14 +121,13 @@ class TileEncoder(nn.Module):
                 f"{x.dtype} of shape {tuple(x.shape)}"
             )
         x = x.permute(0, 3, 1, 2).float()
-        x = resize_tiles(x, self.input_size)
+        x = centre_crop(resize_tiles(x, self.resize_size), self.input_size)
         mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1) * 255.0
         std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1) * 255.0
         return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
 
     def embed(self, tiles: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Embeddings (N x dim, float32, CPU) of uint8 tiles, in inference mode."""
-        import torch
 
         was_training = self.training
         self.eval()
@@ -141,3 +149,14 @@ def resize_tiles(x: torch.Tensor, size: int) -> torch.Tensor:
     if h == w and h % size == 0:
         return F.avg_pool2d(x, h // size)
     return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+
+
+def centre_crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    """The central size x size window of N x C x H x W tiles."""
+    h, w = int(x.shape[-2]), int(x.shape[-1])
+    if (h, w) == (size, size):
+        return x
+    if h < size or w < size:
+        raise EncoderError(f"cannot crop {size} px out of {h} x {w} px tiles")
+    top, left = (h - size) // 2, (w - size) // 2
+    return x[..., top : top + size, left : left + size]

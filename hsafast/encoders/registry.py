@@ -7,6 +7,7 @@ architecture without registering it first.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -95,12 +96,20 @@ def create_encoder(
     ever downloaded. Other keyword arguments go to the family's builder (``seed`` for the
     random initialisation of small encoders, ``img_size`` and the like for timm).
     """
+    import torch
+
     from hsafast.encoders.locations import default_weights_path
 
     info = encoder_info(name)
     if weights is None and info.weights == "required":
         weights = default_weights_path(info)
-    encoder = info.build(**kwargs)
+    # an encoder that is useless without its weights is built without initialising them
+    on_meta = info.weights == "required" and weights is not None
+    try:
+        with torch.device("meta") if on_meta else contextlib.nullcontext():
+            encoder = info.build(**kwargs)
+    except TypeError as exc:
+        raise EncoderError(f"encoder {name!r} cannot be built with {kwargs}: {exc}") from exc
     if weights is not None:
-        encoder.load_weights(weights)
+        encoder.load_weights(weights, assign=on_meta)
     return encoder

@@ -123,8 +123,14 @@ def fit_weights(
     state: Mapping[str, Any],
     source: str | os.PathLike[str] | None = None,
     what: str = "the encoder",
+    assign: bool = False,
 ) -> None:
-    """Load ``state`` into ``module`` strictly; every mismatch is named in one error."""
+    """Load ``state`` into ``module`` strictly; every mismatch is named in one error.
+
+    ``assign`` adopts the file's tensors instead of copying them (for a module built on the
+    meta device, so that large encoders are never randomly initialised first); floating
+    tensors are then made float32, as copying into a float32 module would.
+    """
     import torch
 
     expected = module.state_dict()
@@ -135,7 +141,14 @@ def fit_weights(
     for name, tensor in tensors.items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise EncoderWeightsError(f"tensor {name} holds NaN or Inf values", source)
-    module.load_state_dict(tensors, strict=True)
+    module.load_state_dict(tensors, strict=True, assign=assign)
+    if assign:
+        module.float()
+        left = [n for n, t in [*module.named_parameters(), *module.named_buffers()] if t.is_meta]
+        if left:
+            raise EncoderWeightsError(
+                f"{what} has tensors no file provides: {_listed(left)}", source
+            )
 
 
 def describe_mismatch(expected: Mapping[str, Any], given: Mapping[str, Any], what: str) -> str:
