@@ -49,16 +49,43 @@ class SlideInfo:
 
 
 class _GatedPool:
-    def __init__(self, marker: MarkerModel, engine: str) -> None:
+    """PoolState over h, fed in blocks of at least `block` rows: the engine's batches are
+    small for pooling (64 rows of E=256), where per-call costs would dominate the work."""
+
+    def __init__(self, marker: MarkerModel, engine: str, block: int = 1024) -> None:
         from hsafast.pooling import PoolState
 
         assert marker.pool is not None
         self.state = PoolState(marker.pool, keep_logits=True, engine=engine)
+        self.block = block
+        self.pending: list[Any] = []
+        self.pending_start = 0
+        self.pending_rows = 0
 
     def update(self, h: Any, start: int) -> None:
-        self.state.update(h, start=start)
+        if not self.pending:
+            self.pending_start = start
+        self.pending.append(h)
+        self.pending_rows += len(h)
+        if self.pending_rows >= self.block:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        if len(self.pending) == 1:
+            rows = self.pending[0]
+        elif hasattr(self.pending[0], "detach"):
+            import torch
+
+            rows = torch.cat(self.pending)
+        else:
+            rows = np.concatenate(self.pending)
+        self.pending, self.pending_rows = [], 0
+        self.state.update(rows, start=self.pending_start)
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
+        self.flush()
         pooled, weights = self.state.result(return_weights=True)
         return pooled, weights
 

@@ -26,6 +26,7 @@ from hsafast.errors import HsafastError, InvalidParameterError
 from hsafast.scoring.accumulate import SlideAccumulator, SlideInfo
 from hsafast.scoring.model import ScoringModel, load_model
 from hsafast.scoring.pipeline import Batch, SlideJob, StageStats, run_pipeline
+from hsafast.scoring.preprocess import preprocess_cpu
 from hsafast.scoring.results import SlideResult
 
 if TYPE_CHECKING:
@@ -294,7 +295,7 @@ class Scorer:
         """CPU: preprocess here (overlaps the engine). GPU: upload uint8 on the copy stream."""
         t0 = time.perf_counter()
         if not self._gpu:
-            batch = Batch(self.model.encoder.preprocess(tiles), coords)
+            batch = Batch(preprocess_cpu(self.model.encoder, tiles), coords)
             _add(stats, "preprocess", time.perf_counter() - t0, len(coords))
             return batch
         from hsafast.scoring.gpu import upload
@@ -490,7 +491,7 @@ class SlideStream:
                 x, ready = upload(np.asarray(part), self.scorer.device)
                 batch = Batch(x, xy, ready)
             else:
-                batch = Batch(self.scorer.model.encoder.preprocess(part), xy)
+                batch = Batch(preprocess_cpu(self.scorer.model.encoder, np.asarray(part)), xy)
             self._acc.absorb(self.scorer._encode(batch), xy)
         return self
 
