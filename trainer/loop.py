@@ -88,6 +88,7 @@ def fit(
     workdir: Path,
     dist: Dist,
     label: str,
+    seed: int,
     parameters: Iterable[nn.Parameter] | None = None,
     resume: bool = True,
 ) -> tuple[FitResult, dict[str, torch.Tensor]]:
@@ -96,7 +97,9 @@ def fit(
     ``batches(epoch)`` yields this process's batches of an epoch (a pure function of the
     epoch, so a resumed run sees the same data order); ``step(batch)`` computes the loss;
     ``validate()`` the validation loss (the same on every process; NaN when there is no
-    validation data, and then the last epoch is kept).
+    validation data, and then the last epoch is kept). The global RNG (dropout) is seeded
+    with ``seed`` at the start and restored from the checkpoint on resume, so a run does not
+    depend on what the process did before.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     params = [p for p in (parameters if parameters is not None else model.parameters())]
@@ -110,6 +113,7 @@ def fit(
     best_state = _state(inner)
     history: list[dict[str, float]] = []
     resumed_from = None
+    torch.manual_seed(seed)
     if resume and ckpt_path.is_file():
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         inner.load_state_dict(ckpt["model"])

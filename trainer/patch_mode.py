@@ -181,6 +181,7 @@ def train_tile_stage(
         workdir=workdir,
         dist=dist,
         label=label,
+        seed=seed,
         parameters=params,
         resume=resume,
     )

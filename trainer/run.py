@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,6 +174,9 @@ def train(config: TrainConfig) -> RunSummary:
 
     summary = RunSummary(out, len(prepared), len(failures), config.folds, config.modes)
     if dist.is_main:
+        checkpoints = out / "checkpoints"
+        if checkpoints.is_dir() and not any(p.is_file() for p in checkpoints.rglob("*")):
+            shutil.rmtree(checkpoints)  # every fold finished
         for mode, h in held.items():
             write_predictions(out / "predictions" / f"{mode}.csv", h)
             write_embeddings(out / "embeddings" / f"{mode}.npz", h)

@@ -31,6 +31,9 @@ from .losses import info_nce, mask_tiles, masked_target_mse, random_tile_mask
 
 __all__ = ["SlideOutputs", "evaluate_bags", "slide_model_config", "train_slide_level"]
 
+#: The "epoch" whose random masks the validation loss uses (the same every epoch).
+VALIDATION_EPOCH = 1_000_000
+
 
 def slide_model_config(mode: str, in_dim: int, cfg: SlideConfig, ihc: str) -> SlideModelConfig:
     """The architecture of a slide-level mode (the baselines differ only where named)."""
@@ -140,7 +143,11 @@ def train_slide_level(
     objective: nn.Module = SlideObjective(model, aligned)
     if dist.active:
         objective = nn.parallel.DistributedDataParallel(objective, find_unused_parameters=True)
-    val_inputs = _batch(val, list(range(len(val))), cfg, seed, -1, dist.device) if val else None
+    val_inputs = (
+        _batch(val, list(range(len(val))), cfg, seed, VALIDATION_EPOCH, dist.device)
+        if val
+        else None
+    )
 
     def batches(epoch: int) -> list[tuple[list[int], int]]:
         g = epoch_generator(seed, epoch)
@@ -175,6 +182,7 @@ def train_slide_level(
         workdir=workdir,
         dist=dist,
         label=label,
+        seed=seed,
         parameters=trainable,
         resume=resume,
     )

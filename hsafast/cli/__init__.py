@@ -13,7 +13,18 @@ import sys
 from collections.abc import Sequence
 
 #: Sub-command modules under hsafast.cli, in the order ``--help`` lists them.
-COMMANDS = ("info", "tissue", "tile", "embed", "quantify", "register", "synth", "score", "demo")
+COMMANDS = (
+    "info",
+    "tissue",
+    "tile",
+    "embed",
+    "quantify",
+    "register",
+    "synth",
+    "train",
+    "score",
+    "demo",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
