@@ -26,8 +26,12 @@ def fast_path(encoder: TileEncoder, tile_size: int) -> bool:
     """Whether `preprocess_cpu` handles this encoder and tile size itself."""
     from hsafast.encoders.base import TileEncoder
 
+    factor, rest = divmod(tile_size, encoder.input_size)
+    # a power-of-two box mean is exact whether it divides or multiplies by the inverse
     return (
-        type(encoder).preprocess is TileEncoder.preprocess and tile_size % encoder.input_size == 0
+        type(encoder).preprocess is TileEncoder.preprocess
+        and rest == 0
+        and (factor & (factor - 1)) == 0
     )
 
 
