@@ -72,8 +72,12 @@ def data_config(**changes: Any) -> DataConfig:
     return DataConfig(target_mpp=2.0, tile_size=TILE, workers=1, **changes)
 
 
-def make_cohort(root: Path, n_cases: int = 12, seed: int = 0, tiles: int = 10) -> Path:
-    """Write a manifest, placeholder slide files and a filled cache; returns the manifest."""
+def make_cohort(
+    root: Path, n_cases: int = 12, seed: int = 0, tiles: int = 10, high_every: int = 2
+) -> Path:
+    """Write a manifest, placeholder slide files and a filled cache; returns the manifest.
+
+    Every ``high_every``-th case is "intermediate/high" (0: none)."""
     rng = np.random.default_rng(seed)
     slides = root / "slides"
     slides.mkdir(parents=True, exist_ok=True)
@@ -91,7 +95,8 @@ def make_cohort(root: Path, n_cases: int = 12, seed: int = 0, tiles: int = 10) -
     cache.mkdir(exist_ok=True)
     data = data_config(cache=str(cache))
     for i, case in enumerate(read_manifest(manifest).cases):
-        prepared = synthetic_case(case.case_id, case.patient_id, rng, i % 2 == 1, tiles)
+        high = high_every > 0 and i % high_every == high_every - 1
+        prepared = synthetic_case(case.case_id, case.patient_id, rng, high, tiles)
         prepared.save(cache / f"{case.case_id}-{cache_key(case, data, 'stain')}.npz")
     return manifest
 

@@ -46,7 +46,7 @@ class FoldRunner:
         self.out = Path(config.out)
         try:
             train_idx, val_idx = holdout_split(plan, fold, fraction=config.val_fraction)
-        except InvalidParameterError as exc:  # too few patients: keep the last epoch
+        except (InvalidParameterError, ValueError) as exc:  # too few patients: keep the last epoch
             log.warning("fold %d: no validation split (%s); the last epoch is kept", fold, exc)
             train_idx, val_idx = plan.folds[fold].train, np.zeros(0, np.int64)
         self.train = [ordered[i] for i in train_idx]
