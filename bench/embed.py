@@ -20,8 +20,11 @@ process, in interleaved rounds; figures are medians:
   it, feeding the same encoder.
 
 "input cost" = 1 - tiles/s / encode tiles/s: the share of the encoder's time the input
-pipeline adds (0 when reading is fully hidden). Everything runs with N threads and again
-with 1 (the 1-thread figures stand beside, never instead).
+pipeline adds (0 when reading is fully hidden). On a CPU the stages share the cores, so
+reading cannot be hidden entirely: the physical limit is N cores / (CPU seconds per tile of
+reading + preprocessing + encoding, each measured alone on one thread), given as the row
+``limit (CPU work / cores)``. Everything runs with N threads and again with 1 (the 1-thread
+figures stand beside, never instead).
 """
 
 from __future__ import annotations
@@ -88,17 +91,20 @@ def _cases(args: argparse.Namespace, threads: int) -> list[tuple[str, Callable[[
     from hsafast.encoders import create_encoder
     from hsafast.reading import read_tiles
 
-    encoder = create_encoder(args.encoder).eval()
+    device = torch.device(args.device)
+    encoder = create_encoder(args.encoder).eval().to(device)
     grid = _tiles(args.slide, 256, args.tiles)
-    config = EmbedConfig(batch_size=args.batch_size, workers=threads, precision=args.precision)
-    autocast = (
-        torch.autocast("cpu", dtype=torch.bfloat16)
-        if args.precision == "bf16"
-        else torch.autocast("cpu", enabled=False)
+    config = EmbedConfig(
+        batch_size=args.batch_size, workers=threads, precision=args.precision, device=args.device
     )
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")
     first = next(iter(read_tiles(args.slide, grid, batch_size=args.batch_size, workers=threads)))
-    ready = encoder.preprocess(first.tiles)
+    ready = encoder.preprocess(first.tiles).to(device)
     batches = max(1, len(grid) // args.batch_size)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
 
     def read() -> int:
         return sum(len(b) for b in read_tiles(args.slide, grid, args.batch_size, workers=threads))
@@ -107,14 +113,16 @@ def _cases(args: argparse.Namespace, threads: int) -> list[tuple[str, Callable[[
         with torch.inference_mode(), autocast:
             for _ in range(batches):
                 encoder(ready)
+        sync()
         return batches * len(ready)
 
     def sequential() -> int:
         count = 0
         with torch.inference_mode(), autocast:
             for b in read_tiles(args.slide, grid, args.batch_size, workers=threads, prefetch=0):
-                encoder(encoder.preprocess(b.tiles))
+                encoder(encoder.preprocess(b.tiles).to(device))
                 count += len(b)
+        sync()
         return count
 
     def pipeline() -> int:
@@ -133,8 +141,9 @@ def _cases(args: argparse.Namespace, threads: int) -> list[tuple[str, Callable[[
         count = 0
         with torch.inference_mode(), autocast:
             for x in loader:
-                encoder(x.contiguous(memory_format=torch.channels_last))
+                encoder(x.to(device).contiguous(memory_format=torch.channels_last))
                 count += len(x)
+        sync()
         return count
 
     return [
@@ -146,7 +155,54 @@ def _cases(args: argparse.Namespace, threads: int) -> list[tuple[str, Callable[[
     ]
 
 
-def _run(args: argparse.Namespace, threads: int, table: Table) -> None:
+def _cpu_seconds() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _stage_costs(args: argparse.Namespace) -> dict[str, float]:
+    """CPU seconds per tile of reading, preprocessing and encoding, each alone, 1 thread."""
+    import torch
+
+    from hsafast.encoders import create_encoder
+    from hsafast.reading import read_tiles
+
+    torch.set_num_threads(1)
+    encoder = create_encoder(args.encoder).eval()
+    grid = _tiles(args.slide, 256, args.tiles)
+    tiles = [b.tiles for b in read_tiles(args.slide, grid, args.batch_size, workers=1)]
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16")
+
+    def read() -> None:
+        for _ in read_tiles(args.slide, grid, args.batch_size, workers=1, prefetch=0):
+            pass
+
+    def preprocess() -> None:
+        for t in tiles:
+            encoder.preprocess(t)
+
+    ready = [encoder.preprocess(t) for t in tiles]
+
+    def encode() -> None:
+        with torch.inference_mode(), autocast:
+            for x in ready:
+                encoder(x)
+
+    costs = {}
+    for name, fn in (("read", read), ("preprocess", preprocess), ("encode", encode)):
+        fn()
+        samples = []
+        for _ in range(args.repeats):
+            start = _cpu_seconds()
+            fn()
+            samples.append((_cpu_seconds() - start) / len(grid))
+        costs[name] = statistics.median(samples)
+    return costs
+
+
+def _run(args: argparse.Namespace, threads: int, table: Table, costs: dict[str, float]) -> None:
     import torch
 
     torch.set_num_threads(threads)
@@ -161,10 +217,20 @@ def _run(args: argparse.Namespace, threads: int, table: Table) -> None:
             count = fn()
             rates[name].append(count / (time.perf_counter() - start))
     ceiling = statistics.median(rates["encode"])
+    if costs:
+        table.add(threads, "limit (CPU work / cores)", threads / sum(costs.values()), "")
     for name, _ in cases:
         rate = statistics.median(rates[name])
         cost = "" if name in ("read", "encode") else f"{1 - rate / ceiling:.0%}"
         table.add(threads, name, rate, cost)
+
+
+def _device_name(device: str) -> str:
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(torch.device(device))
+    return "cpu"
 
 
 def main(argv: list[str]) -> int:
@@ -178,6 +244,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=min(os.cpu_count() or 1, 2))
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu", help="where the encoder runs (cpu, cuda)")
     parser.add_argument("--quick", action="store_true", help="small inputs, one round")
     args = parser.parse_args(argv)
     from bench._synthetic_slide import synthetic_slide
@@ -197,9 +264,13 @@ def main(argv: list[str]) -> int:
         favours_hsafast="none known: the generated slide's JPEG tiles are 256 px and aligned "
         "to the 512-px level-0 regions read, which helps every reader alike",
     )
+    costs = _stage_costs(args) if args.device == "cpu" else {}
+    table.notes["cpu_ms_per_tile_1_thread"] = {k: round(v * 1e3, 3) for k, v in costs.items()}
+    table.notes["device"] = _device_name(args.device)
     for threads in sorted({args.threads, 1}, reverse=True):
-        _run(args, threads, table)
+        _run(args, threads, table, costs)
     table.print()
+    print("CPU ms per tile, 1 thread:", table.notes["cpu_ms_per_tile_1_thread"])
     print(f"wrote {table.save(VERSIONS)}")
     return 0
 

@@ -47,6 +47,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: ImageNet's channel statistics, the normalisation assumed for unregistered encoders.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
 __all__ = ["MODES", "EncoderSpec", "MarkerSpec", "ModelBundle", "Preprocessing"]
 
 FORMAT = "hsafast.ModelBundle"
@@ -120,6 +124,25 @@ class EncoderSpec:
     def from_encoder(cls, encoder: TileEncoder, in_bundle: bool = False) -> EncoderSpec:
         """The spec of a built encoder (its current weights' hash)."""
         return cls(**encoder.describe(), in_bundle=in_bundle)
+
+    @classmethod
+    def from_features(cls, name: str, hash: str, dim: int) -> EncoderSpec:
+        """The spec of features read from files (``FeatureBag.encoder``, ``encoder_hash``).
+
+        A registered encoder contributes its input size and normalisation, so that slides can
+        be scored with it; other names get input size 0 (features only) and ImageNet's.
+        """
+        from hsafast.encoders import encoder_info
+
+        try:
+            info = encoder_info(name)
+        except HsafastError:
+            return cls(name, hash, dim, 0, IMAGENET_MEAN, IMAGENET_STD)
+        if info.dim != dim:
+            raise InvalidParameterError(
+                f"features are {dim}-d but encoder {name!r} gives {info.dim}-d embeddings"
+            )
+        return cls(name, hash, dim, info.input_size, info.mean, info.std)
 
 
 @dataclass(frozen=True)
@@ -381,6 +404,15 @@ class ModelBundle:
     def load(cls, path: str | os.PathLike[str], device: str | torch.device = "cpu") -> ModelBundle:
         """Read and check a bundle; models come back in eval mode on ``device``."""
         bundle = _read(Path(path))
+        from hsafast import __version__
+
+        if bundle.hsafast_version != __version__:
+            log.info(
+                "%s was written by hsafast %s (this is %s)",
+                path,
+                bundle.hsafast_version,
+                __version__,
+            )
         for model in bundle.models.values():
             model.eval()
         return bundle.to(device)

@@ -204,3 +204,14 @@ def test_construction_checks():
         )
     with pytest.raises(InvalidParameterError, match="encoder.hash"):
         EncoderSpec("x", "abc", 16, 32, (0, 0, 0), (1, 1, 1))
+
+
+def test_encoder_spec_of_features_from_files():
+    uni = EncoderSpec.from_features("uni", "", 1024)  # TRIDENT features record no hash
+    assert (uni.input_size, uni.mean, uni.hash) == (224, (0.485, 0.456, 0.406), "")
+    conch = EncoderSpec.from_features("conch-style", "", 512)
+    assert conch.input_size == 448 and conch.mean[0] == pytest.approx(0.4815, abs=1e-4)
+    other = EncoderSpec.from_features("phikon", "", 768)  # not registered: features only
+    assert other.input_size == 0
+    with pytest.raises(InvalidParameterError, match="features are 768-d but encoder 'uni'"):
+        EncoderSpec.from_features("uni", "", 768)

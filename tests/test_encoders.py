@@ -124,10 +124,14 @@ def test_pickled_code_is_refused(tmp_path):
         load_weights_file(tmp_path / "evil.pth")
 
 
-def test_preprocess_matches_a_numpy_reference():
+@pytest.mark.parametrize("kind", ["numpy", "torch"])
+def test_preprocess_matches_a_float64_reference(kind):
     encoder = create_encoder("hsafast-cnn-s")
     tiles = random_tiles(2, 256, seed=1)
-    got = encoder.preprocess(tiles).numpy()
+    given = tiles if kind == "numpy" else torch.from_numpy(tiles)  # NumPy and torch paths
+    out = encoder.preprocess(given)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    got = out.numpy()
     # reference: 2x2 box average, /255, ImageNet normalisation, channels first
     box = tiles.astype(np.float64).reshape(2, 128, 2, 128, 2, 3).mean(axis=(2, 4)) / 255.0
     ref = ((box - np.array(encoder.mean)) / np.array(encoder.std)).transpose(0, 3, 1, 2)

@@ -107,24 +107,38 @@ class TileEncoder(nn.Module):
 
         Tiles are resized to ``resize_size`` and centre-cropped to ``input_size`` (equal for
         most encoders). Downscaling by a whole factor averages boxes of pixels (as tile
-        reading does); other sizes use antialiased bilinear resampling.
+        reading does); other sizes use antialiased bilinear resampling. The result is
+        channels-last. NumPy tiles shrunk by a whole factor (or not at all) are prepared in
+        NumPy on the calling thread alone, so that a feeder thread preparing the next batch
+        does not start a second OpenMP team beside the encoder's.
         """
-
+        if isinstance(tiles, np.ndarray):
+            _check_tiles(tiles.dtype == np.uint8, tiles.shape, tiles.dtype, self.name)
+            factor = _box_factor(tiles.shape, self.resize_size, self.input_size)
+            if factor:
+                return torch.from_numpy(self._box_normalise(tiles, factor)).permute(0, 3, 1, 2)
         x = (
             torch.from_numpy(np.ascontiguousarray(tiles))
             if isinstance(tiles, np.ndarray)
             else tiles
         )
-        if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[-1] != 3:
-            raise EncoderError(
-                f"encoder {self.name!r} takes uint8 N x H x W x 3 RGB tiles, got "
-                f"{x.dtype} of shape {tuple(x.shape)}"
-            )
+        _check_tiles(x.dtype == torch.uint8, tuple(x.shape), x.dtype, self.name)
         x = x.permute(0, 3, 1, 2).float()
         x = centre_crop(resize_tiles(x, self.resize_size), self.input_size)
         mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1) * 255.0
         std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1) * 255.0
         return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
+
+    def _box_normalise(self, tiles: np.ndarray, factor: int) -> np.ndarray:
+        """N x S x S x 3 float32: sums of factor x factor boxes, scaled and normalised."""
+        acc = np.zeros((tiles.shape[0], self.input_size, self.input_size, 3), np.float32)
+        for dy in range(factor):
+            for dx in range(factor):
+                acc += tiles[:, dy::factor, dx::factor]
+        scale = float(factor * factor) * 255.0
+        acc -= np.asarray(self.mean, np.float32) * np.float32(scale)
+        acc /= np.asarray(self.std, np.float32) * np.float32(scale)
+        return acc
 
     def embed(self, tiles: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Embeddings (N x dim, float32, CPU) of uint8 tiles, in inference mode."""
@@ -160,3 +174,18 @@ def centre_crop(x: torch.Tensor, size: int) -> torch.Tensor:
         raise EncoderError(f"cannot crop {size} px out of {h} x {w} px tiles")
     top, left = (h - size) // 2, (w - size) // 2
     return x[..., top : top + size, left : left + size]
+
+
+def _check_tiles(is_uint8: bool, shape: tuple[int, ...], dtype: object, name: str) -> None:
+    if not is_uint8 or len(shape) != 4 or shape[-1] != 3:
+        raise EncoderError(
+            f"encoder {name!r} takes uint8 N x H x W x 3 RGB tiles, got {dtype} of shape {shape}"
+        )
+
+
+def _box_factor(shape: tuple[int, ...], resize_size: int, input_size: int) -> int:
+    """The whole shrink factor of square tiles when no crop follows, else 0."""
+    height, width = shape[1], shape[2]
+    if height != width or resize_size != input_size or height % input_size:
+        return 0
+    return height // input_size

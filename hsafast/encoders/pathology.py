@@ -144,7 +144,16 @@ class ConchStyleEncoder(TileEncoder):
         return self.tower(x)
 
 
-def _register(name: str, dim: int, size: int, build: Any, description: str, origin: str) -> None:
+def _register(
+    name: str,
+    dim: int,
+    size: int,
+    build: Any,
+    description: str,
+    origin: str,
+    mean: tuple[float, float, float] = IMAGENET_MEAN,
+    std: tuple[float, float, float] = IMAGENET_STD,
+) -> None:
     register_encoder(
         EncoderInfo(
             name=name,
@@ -156,6 +165,8 @@ def _register(name: str, dim: int, size: int, build: Any, description: str, orig
             weights="required",
             weights_file="pytorch_model.bin",
             weights_origin=origin,
+            mean=mean,
+            std=std,
         )
     )
 
@@ -191,4 +202,6 @@ _register(
     ConchStyleEncoder,
     "CONCH v1 image-tower layout, ViT-B/16 at 448 px + attentional pooler, 512-d",
     "https://huggingface.co/MahmoodLab/CONCH",
+    CLIP_MEAN,
+    CLIP_STD,
 )

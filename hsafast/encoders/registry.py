@@ -50,6 +50,10 @@ class EncoderInfo:
     """File name the published weights come as (for 'required' encoders)."""
     weights_origin: str = ""
     """Where users obtain the weights (for the error that says where they must go)."""
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    """Per-channel normalisation mean of the input (RGB, 0-1 scale; ImageNet's by default)."""
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    """Per-channel normalisation standard deviation (RGB, 0-1 scale; ImageNet's by default)."""
 
     def __post_init__(self) -> None:
         if self.weights not in WEIGHTS_KINDS:

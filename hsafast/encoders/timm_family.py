@@ -115,22 +115,23 @@ def build_timm(name: str, arch: str, seed: int = 0, **kwargs: Any) -> TimmEncode
 
 
 @functools.lru_cache(maxsize=64)
-def _described(arch: str) -> tuple[int, int]:
-    """(dim, input size) of an architecture, from a model built on the meta device (no memory)."""
+def _described(arch: str) -> TimmEncoder:
+    """The architecture built on the meta device (no memory, no initialisation)."""
     with torch.device("meta"):
-        encoder = build_timm(TIMM_PREFIX + arch, arch)
-    return encoder.dim, encoder.input_size
+        return build_timm(TIMM_PREFIX + arch, arch)
 
 
 def timm_info(arch: str) -> EncoderInfo:
     """The registry entry of ``timm:<arch>`` (for the architecture's default configuration)."""
-    dim, size = _described(arch)
+    described = _described(arch)
     build: Callable[..., TileEncoder] = functools.partial(build_timm, TIMM_PREFIX + arch, arch)
     return EncoderInfo(
         name=TIMM_PREFIX + arch,
         family="timm",
-        dim=dim,
-        input_size=size,
+        dim=described.dim,
+        input_size=described.input_size,
+        mean=described.mean,  # type: ignore[arg-type]
+        std=described.std,  # type: ignore[arg-type]
         description=f"timm {arch}, weights from a local file",
         build=build,
         weights="optional",
