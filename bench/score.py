@@ -51,6 +51,16 @@ def _args(argv: list[str]) -> argparse.Namespace:
         help="default: torch onnxruntime (CPU); torch tensorrt (CUDA, if installed)",
     )
     ap.add_argument("--size", type=int, default=None, help="slide side in px (default 20000)")
+    ap.add_argument(
+        "--slides", type=int, default=None, help="copies of the slide per run (default 1; GPU 8)"
+    )
+    ap.add_argument(
+        "--target-mpp",
+        type=float,
+        default=None,
+        help="tile pixel size (default 0.5; on CUDA the slide's 0.25, so tiles are file tiles "
+        "and decode on the GPU)",
+    )
     ap.add_argument("--threads", type=int, default=2, help="CPU threads for every peer")
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=None)
@@ -79,7 +89,8 @@ def bench_bundle(encoder: str, tile_size: int = 256, target_mpp: float = 0.5) ->
     from hsafast.encoders import create_encoder
     from hsafast.models import SlideModel, SlideModelConfig
 
-    path = OUT_DIR / "score_bundles" / f"{encoder.replace(':', '_')}-{tile_size}"
+    name = f"{encoder.replace(':', '_')}-{tile_size}px-{target_mpp:g}mpp"
+    path = OUT_DIR / "score_bundles" / name
     if (path / "config.json").is_file():
         return path
     torch.manual_seed(0)
@@ -116,6 +127,8 @@ def run_slide(a: argparse.Namespace) -> Table:
     gpu = a.device == "cuda"
     size = a.size or (8000 if a.quick else 20000)
     repeats = a.repeats or (2 if a.quick else (5 if gpu else 3))
+    copies = a.slides or (8 if gpu else 1)
+    target_mpp = a.target_mpp or (0.25 if gpu else 0.5)
     encoders = a.encoders or ["hsafast-cnn-s", "hsafast-vit-t"]
     engines = a.engines or (
         ["torch"]
@@ -128,6 +141,7 @@ def run_slide(a: argparse.Namespace) -> Table:
         _set_threads(a.threads)
     clock = time.process_time if a.cpu_time else time.perf_counter
     slide = synthetic_slide(size)
+    slides = [(f"copy{i}", slide) for i in range(copies)]
     table = Table(
         "score" + ("_cuda" if gpu else ""),
         ["encoder", "engine", "peer", "tiles", "s", "tiles/s", "x encoder alone"],
@@ -135,12 +149,15 @@ def run_slide(a: argparse.Namespace) -> Table:
     notes: dict[str, Any] = {
         "slide": slide.name,
         "size": size,
+        "copies": copies,
+        "target_mpp": target_mpp,
         "repeats": repeats,
         "threads": None if gpu else a.threads,
         "device": a.device,
+        "clock": "process CPU time" if a.cpu_time else "wall",
     }
     for encoder in encoders:
-        bundle = bench_bundle(encoder)
+        bundle = bench_bundle(encoder, target_mpp=target_mpp)
         for engine in engines:
             options = ScoringOptions(batch_size=a.batch_size, workers=None if gpu else a.threads)
             engine_options: dict[str, Any] = {}
@@ -152,23 +169,28 @@ def run_slide(a: argparse.Namespace) -> Table:
                 bundle, engine, a.device, options=options, engine_options=engine_options
             )
             tiles, xs = _preloaded(scorer, slide)
-            n = len(tiles)
+            n = len(tiles) * copies
             sync = torch.cuda.synchronize if gpu else (lambda: None)
 
             def alone(scorer: Any = scorer, xs: list[Any] = xs, sync: Any = sync) -> None:
-                for x in xs:
-                    scorer.engine.run(x)
+                for _ in range(copies):
+                    for x in xs:
+                        scorer.engine.run(x)
                 sync()
 
             def e2e(scorer: Any = scorer) -> None:
-                scorer.score(slide)
+                for _, result in scorer.score_iter(slides):
+                    if isinstance(result, BaseException):
+                        raise result
 
-            def sequential(scorer: Any = scorer) -> None:
-                _sequential(scorer, slide)
+            def sequential(scorer: Any = scorer, sync: Any = sync) -> None:
+                for _ in range(copies):
+                    _sequential(scorer, slide)
+                sync()
 
             peers = [("encoder alone", alone), ("hsafast Scorer", e2e), ("sequential", sequential)]
             times = _interleaved(peers, repeats, clock, pause=0.0 if gpu else _CPU_PAUSE_S)
-            scorer.score(slide)
+            e2e()
             stages = {k: v.to_dict() for k, v in scorer.stats.items()}
             base = times["encoder alone"]
             for name, _ in peers:
@@ -178,7 +200,8 @@ def run_slide(a: argparse.Namespace) -> Table:
             encode = stages.get("encode", {}).get("busy_s") or 1.0
             notes[f"{encoder}/{engine}/stages"] = stages
             notes[f"{encoder}/{engine}/pool_share_of_encoder"] = round(pool / encode, 4)
-            notes[f"{encoder}/{engine}/pool_alone_ms"] = _pool_alone_ms(scorer, xs)
+            if not gpu:
+                notes[f"{encoder}/{engine}/pool_alone_ms"] = _pool_alone_ms(scorer, xs)
     table.notes.update(notes)
     return table
 

@@ -17,7 +17,8 @@ _streams: dict[str, Any] = {}
 _lock = threading.Lock()
 
 
-def _copy_stream(device: str) -> Any:
+def copy_stream(device: str) -> Any:
+    """The device's stream for uploads and GPU decoding (one per device, made once)."""
     import torch
 
     with _lock:
@@ -31,7 +32,7 @@ def upload(tiles: np.ndarray, device: str) -> tuple[Any, Any]:
     import torch
 
     host = torch.from_numpy(np.ascontiguousarray(tiles)).pin_memory()
-    stream = _copy_stream(device)
+    stream = copy_stream(device)
     with torch.cuda.stream(stream):
         x = host.to(device, non_blocking=True)
         ready = torch.cuda.Event()

@@ -115,6 +115,7 @@ class Scorer:
         self._gpu = self.device.startswith("cuda")
         self.batch_size = self.options.batch_size or (256 if self._gpu else 64)
         self._feature_net: Any = None
+        self._gpu_reader: Any = None
         self.stats: dict[str, StageStats] = {}
         """Per-stage totals of the last score_iter run."""
         log.info("scoring with %s", self.engine.describe())
@@ -271,6 +272,14 @@ class Scorer:
         from hsafast.reading import read_tiles
 
         try:
+            if self._gpu:
+                from hsafast.scoring.gpu_decode import gpu_level
+
+                level, why = gpu_level(slide, grid)
+                if level is not None:
+                    yield from self._read_gpu(slide, grid, level, stats)
+                    return
+                log.debug("%s: tiles decoded on the CPU: %s", slide.path, why)
             reader = read_tiles(
                 slide,
                 grid,
@@ -288,6 +297,30 @@ class Scorer:
         finally:
             if owned:
                 slide.close()
+
+    def _read_gpu(
+        self, slide: Slide, grid: Any, level: Any, stats: dict[str, StageStats]
+    ) -> Iterator[Batch]:
+        """Batches decoded by nvImageCodec on the copy stream (see gpu_decode)."""
+        import torch
+
+        from hsafast.scoring.gpu import copy_stream
+        from hsafast.scoring.gpu_decode import GpuTileReader
+
+        if self._gpu_reader is None:
+            self._gpu_reader = GpuTileReader(self.device)
+        stream = copy_stream(self.device)
+        coords = np.ascontiguousarray(grid.coords, dtype=np.int64)
+        ds = slide.level_downsamples[grid.level]
+        for start in range(0, len(coords), self.batch_size):
+            t0 = time.perf_counter()
+            part = coords[start : start + self.batch_size]
+            xy = part if ds == 1.0 else np.rint(part / ds).astype(np.int64)
+            x = self._gpu_reader.read(level, xy, grid.size, stream)
+            ready = torch.cuda.Event()
+            ready.record(stream)
+            _add(stats, "decode (GPU)", time.perf_counter() - t0, len(part))
+            yield Batch(x, part, ready)
 
     def _prepare(
         self, tiles: np.ndarray, coords: np.ndarray, stats: dict[str, StageStats]
