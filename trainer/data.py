@@ -139,8 +139,9 @@ class TilePairs:
 
     def epoch(
         self, epoch: int, batch_size: int, seed: int, dist: Dist, augment: bool
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """This process's share of each global batch: (he, ihc, target, weight), uint8 tiles."""
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """This process's share of each global batch: (he, ihc, target, weight) with uint8
+        tiles, and the global batch's total target weight."""
         g = epoch_generator(seed, epoch)
         aug = epoch_generator(seed, epoch, stream=1)
         for batch in global_batches(len(self), batch_size, g):
@@ -149,7 +150,8 @@ class TilePairs:
             if augment:
                 he, ihc = augment_pair(he, ihc, aug)  # drawn for the global batch on every rank
             lo, hi = dist.bounds(len(idx))
-            yield he[lo:hi], ihc[lo:hi], self.targets[idx][lo:hi], self.weights[idx][lo:hi]
+            weights = self.weights[idx]
+            yield he[lo:hi], ihc[lo:hi], self.targets[idx][lo:hi], weights[lo:hi], weights.sum()
 
     def batches(
         self, batch_size: int

@@ -129,12 +129,20 @@ def train_tile_stage(
         target: torch.Tensor,
         weight: torch.Tensor,
         d: Dist,
+        global_weight: float,
     ) -> tuple[torch.Tensor, dict[str, float]]:
+        """InfoNCE over the gathered global batch, and the regression normalised by the
+        global batch's target weight (so DDP's gradient average is the one-process one)."""
         z_he, z_ihc, positivity = outputs
         nce = info_nce(d.gather(z_he), d.gather(z_ihc), cfg.temperature)
-        reg = weighted_bce(positivity, target.to(positivity.device), weight.to(positivity.device))
-        loss = cfg.contrastive_weight * d.world * nce + cfg.regression_weight * reg
-        return loss, {"infonce": float(nce.detach()), "bce": float(reg.detach())}
+        weight = weight.to(positivity.device)
+        per_tile = nn.functional.binary_cross_entropy_with_logits(
+            positivity, target.to(positivity.device), reduction="none"
+        )
+        reg = (per_tile * weight).sum() / max(global_weight, 1e-6)
+        local = weighted_bce(positivity, target.to(positivity.device), weight)
+        loss = cfg.contrastive_weight * d.world * nce + cfg.regression_weight * d.world * reg
+        return loss, {"infonce": float(nce.detach()), "bce": float(local.detach())}
 
     def batches(epoch: int) -> Iterator[tuple[str, tuple[torch.Tensor, ...]]]:
         # one marker per batch, markers interleaved in a seeded order
@@ -148,10 +156,11 @@ def train_tile_stage(
             yield plan[k], next(streams[plan[k]])
 
     def step(item: tuple[str, tuple[torch.Tensor, ...]]) -> StepOutput:
-        marker, (he, ihc, target, weight) = item
+        marker, (he, ihc, target, weight, global_weight) = item
         x_he = he_encoder.preprocess(he).to(dist.device)  # type: ignore[operator]
         x_ihc = he_encoder.preprocess(ihc).to(dist.device)  # type: ignore[operator]
-        loss, parts = loss_of(wrapped(x_he, x_ihc, marker), target, weight, dist)
+        outputs = wrapped(x_he, x_ihc, marker)
+        loss, parts = loss_of(outputs, target, weight, dist, float(global_weight))
         return StepOutput(loss, parts, int(he.shape[0]))
 
     @torch.no_grad()
@@ -165,7 +174,8 @@ def train_tile_stage(
                     continue
                 x_he = he_encoder.preprocess(he).to(dist.device)  # type: ignore[operator]
                 x_ihc = he_encoder.preprocess(ihc).to(dist.device)  # type: ignore[operator]
-                loss, _ = loss_of(objective(x_he, x_ihc, marker), target, weight, Dist())
+                outputs = objective(x_he, x_ihc, marker)
+                loss, _ = loss_of(outputs, target, weight, Dist(), float(weight.sum()))
                 total += float(loss) * len(he)
                 count += len(he)
         return total / count if count else float("nan")

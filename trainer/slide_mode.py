@@ -82,17 +82,22 @@ def _losses(
     labels: torch.Tensor,
     cfg: SlideConfig,
     dist: Dist,
+    global_n: int,
 ) -> tuple[torch.Tensor, dict[str, float]]:
+    """(loss to back-propagate, reported parts). Per-case terms are this process's mean
+    scaled by its share of the global batch times the world size, so that DDP's gradient
+    average equals the gradient of the global batch's mean, whatever the split."""
     embedding, logits, masked, ihc = outputs
+    share = len(labels) * dist.world / global_n
     ce = F.cross_entropy(logits, labels)
     parts = {"ce": float(ce.detach())}
-    loss = cfg.ce_weight * ce
+    loss = cfg.ce_weight * share * ce
     if masked is not None and ihc is not None:
         full_he, full_ihc = dist.gather(embedding), dist.gather(ihc)
         nce = info_nce(full_he, full_ihc, cfg.temperature)
         mse = masked_target_mse(masked, embedding)
         # every process holds the whole InfoNCE; DDP averages gradients over processes
-        loss = loss + cfg.contrastive_weight * dist.world * nce + cfg.mse_weight * mse
+        loss = loss + cfg.contrastive_weight * dist.world * nce + cfg.mse_weight * share * mse
         parts.update({"infonce": float(nce.detach()), "mse": float(mse.detach())})
     return loss, parts
 
@@ -149,18 +154,18 @@ def train_slide_level(
         else None
     )
 
-    def batches(epoch: int) -> list[tuple[list[int], int]]:
+    def batches(epoch: int) -> list[tuple[list[int], int, int]]:
         g = epoch_generator(seed, epoch)
         out = []
         for batch in global_batches(len(train), optim.batch_size, g):
             lo, hi = dist.bounds(len(batch))
-            out.append(([int(i) for i in batch[lo:hi]], epoch))
+            out.append(([int(i) for i in batch[lo:hi]], epoch, len(batch)))
         return out
 
-    def step(item: tuple[list[int], int]) -> StepOutput:
-        index, epoch = item
+    def step(item: tuple[list[int], int, int]) -> StepOutput:
+        index, epoch, global_n = item
         inputs, labels = _batch(train, index, cfg, seed, epoch, dist.device)
-        loss, parts = _losses(objective(*inputs), labels, cfg, dist)
+        loss, parts = _losses(objective(*inputs), labels, cfg, dist, global_n)
         return StepOutput(loss, parts, len(index))
 
     @torch.no_grad()
@@ -169,7 +174,7 @@ def train_slide_level(
             return float("nan")
         inputs, labels = val_inputs
         outputs = SlideObjective(model, aligned and len(val) >= 2)(*inputs)
-        loss, _ = _losses(outputs, labels, cfg, Dist())
+        loss, _ = _losses(outputs, labels, cfg, Dist(), len(labels))
         return float(loss)
 
     result, best = fit(
