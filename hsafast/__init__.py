@@ -60,6 +60,11 @@ _EXPORTS = {
     "SlideInfo": "hsafast.scoring",
     "make_cohort": "hsafast.synth",
     "load_truth": "hsafast.synth",
+    "evaluate": "hsafast.evaluation",
+    "EvaluationError": "hsafast.errors",
+    "EvaluationConfig": "hsafast.evaluation",
+    "patient_folds": "hsafast.evaluation",
+    "write_report": "hsafast.evaluation",
     "EncoderError": "hsafast.errors",
     "BundleError": "hsafast.errors",
     "list_encoders": "hsafast.encoders",
@@ -91,12 +96,14 @@ if TYPE_CHECKING:
     from hsafast.errors import (
         BundleError,
         EncoderError,
+        EvaluationError,
         HsafastError,
         InvalidParameterError,
         MissingPixelSizeError,
         NoTissueError,
         SlideError,
     )
+    from hsafast.evaluation import EvaluationConfig, evaluate, patient_folds, write_report
     from hsafast.info import build_info, installation_info
     from hsafast.manifest import Manifest, read_manifest
     from hsafast.pooling import GatedAttentionParams, PoolState, gated_attention_pool

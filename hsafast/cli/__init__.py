@@ -23,6 +23,7 @@ COMMANDS = (
     "synth",
     "train",
     "score",
+    "evaluate",
     "demo",
 )
 
