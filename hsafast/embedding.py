@@ -173,19 +173,22 @@ def encode_batches(
     stop = threading.Event()
     done = object()
 
+    def offer(item: Any) -> bool:
+        """Queue ``item`` unless the caller has stopped; False once it has."""
+        while not stop.is_set():
+            with contextlib.suppress(queue.Full):
+                ready.put(item, timeout=0.1)
+                return True
+        return False
+
     def feed() -> None:
         try:
             for batch in batches:
-                item = encoder.preprocess(batch.tiles)
-                while not stop.is_set():
-                    with contextlib.suppress(queue.Full):
-                        ready.put(item, timeout=0.1)
-                        break
-                if stop.is_set():
+                if not offer(encoder.preprocess(batch.tiles)):
                     return
-            ready.put(done)
+            offer(done)
         except BaseException as exc:  # handed to the caller, raised there
-            ready.put(exc)
+            offer(exc)
         finally:
             close = getattr(batches, "close", None)
             if close is not None:
@@ -204,10 +207,7 @@ def encode_batches(
                     raise item
                 out.append(encoder(item.to(device, non_blocking=True)).float().cpu().numpy())
     finally:
-        stop.set()
-        with contextlib.suppress(queue.Empty):
-            while True:
-                ready.get_nowait()  # unblock a feeder waiting to put
+        stop.set()  # a feeder waiting to queue a batch gives up within 0.1 s
         feeder.join()
     if not out:
         return np.zeros((0, encoder.dim), dtype=np.float32)
