@@ -8,7 +8,7 @@ ResNet-18 at 224 px. See docs/encoders.md for the measured throughput.
   average), 256-d.
 - ``hsafast-vit-t``: a ViT with 8-px patches (8 um, about one nucleus) over the 128-px input,
   4 pre-norm blocks of width 128, mean of the patch tokens, 128-d.
-- ``hsafast-test-tiny``: two convolutions at 32 px, 16-d; for tests only.
+- ``hsafast-test-tiny``: a tiny residual CNN at 32 px, 16-d; for tests only.
 """
 
 from __future__ import annotations
@@ -116,10 +116,10 @@ def _seeded(factory: Callable[..., TileEncoder], **fixed: Any) -> Callable[..., 
     machine, and the caller's random state is left alone.
     """
 
-    def build(seed: int = 0, **kwargs: Any) -> TileEncoder:
+    def build(seed: int = 0) -> TileEncoder:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return factory(**{**fixed, **kwargs})
+            return factory(**fixed)
 
     return build
 
@@ -154,7 +154,7 @@ register_encoder(
         family="test",
         dim=16,
         input_size=32,
-        description="two convolutions at 32 px, 16-d; exercises every code path in tests",
+        description="a tiny residual CNN at 32 px, 16-d; exercises every code path in tests",
         build=_seeded(SmallCNN, name="hsafast-test-tiny", input_size=32, stem=8, widths=(16,)),
     )
 )
