@@ -6,6 +6,7 @@ See docs/scoring.md. The pipeline overlaps reading, encoding and pooling; engine
 
 from hsafast.scoring.accumulate import SlideInfo
 from hsafast.scoring.results import MarkerResult, SlideResult
-from hsafast.scoring.scorer import Scorer, ScoringOptions, SlideStream
+from hsafast.scoring.scorer import Scorer, ScoringOptions
+from hsafast.scoring.stream import SlideStream
 
 __all__ = ["MarkerResult", "Scorer", "ScoringOptions", "SlideInfo", "SlideResult", "SlideStream"]

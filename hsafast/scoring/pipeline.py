@@ -62,6 +62,8 @@ class Batch:
     coords: np.ndarray
     ready: Any = None
     """A CUDA event the engine's stream waits for (uploads on the copy stream)."""
+    features: bool = False
+    """x holds precomputed tile embeddings (N x D), not tiles: the encoder is skipped."""
 
 
 @dataclass

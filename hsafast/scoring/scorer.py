@@ -31,12 +31,14 @@ from hsafast.scoring.results import SlideResult
 
 if TYPE_CHECKING:
     from hsafast.engines import Engine
+    from hsafast.scoring.cohort import CohortReport
+    from hsafast.scoring.stream import SlideStream
     from hsafast.slides import Slide
     from hsafast.tissue import TissueConfig
 
 log = logging.getLogger("hsafast.scoring")
 
-__all__ = ["Scorer", "ScoringOptions", "SlideStream"]
+__all__ = ["Scorer", "ScoringOptions"]
 
 #: file suffixes scored from precomputed features instead of pixels
 FEATURE_SUFFIXES = (".h5", ".hdf5")
@@ -123,11 +125,10 @@ class Scorer:
     # ---- whole slides --------------------------------------------------------------------
     def score(self, slide: Any, slide_id: str | None = None) -> SlideResult:
         """Scores one slide (path, open Slide, FeatureFile or .h5 path); raises on failure."""
-        for _, result in self.score_iter([(slide_id, slide)] if slide_id else [slide]):
-            if isinstance(result, BaseException):
-                raise result
-            return result
-        raise AssertionError("the pipeline returned no result")  # pragma: no cover
+        [(_, result)] = list(self.score_iter([(slide_id, slide)] if slide_id else [slide]))
+        if isinstance(result, BaseException):
+            raise result
+        return result
 
     def score_iter(self, slides: Iterable[Any]) -> Iterator[tuple[Any, SlideResult | HsafastError]]:
         """Scores slides in a pipeline; yields (input, SlideResult or its error) in order.
@@ -161,6 +162,8 @@ class Scorer:
 
     def stream(self, info: SlideInfo | str) -> SlideStream:
         """A scanner-side stream for one slide: push tiles in any order, then result()."""
+        from hsafast.scoring.stream import SlideStream
+
         return SlideStream(self, info if isinstance(info, SlideInfo) else SlideInfo(info))
 
     def score_many(
@@ -171,7 +174,7 @@ class Scorer:
         *,
         heatmaps: bool = True,
         overwrite: bool = False,
-    ) -> Any:
+    ) -> CohortReport:
         """Scores a cohort into out_dir: per-slide JSON (+ heatmaps), results.parquet/.csv.
 
         See hsafast.scoring.cohort.score_cohort; returns its CohortReport.
@@ -403,10 +406,19 @@ class Scorer:
         step = max(self.batch_size, 1024)
         for start in range(0, len(ff), step):
             x = torch.from_numpy(feats[start : start + step])
-            yield Batch(x, np.asarray(ff.coords[start : start + step]), ready="features")
+            yield Batch(x, np.asarray(ff.coords[start : start + step]), features=True)
+
+    def encode_tiles(self, tiles: np.ndarray, coords: np.ndarray) -> dict[str, Any]:
+        """The tile network's outputs for uint8 tiles (in this thread, no pipeline)."""
+        if self._gpu:
+            from hsafast.scoring.gpu import upload
+
+            x, ready = upload(tiles, self.device)
+            return self._encode(Batch(x, coords, ready))
+        return self._encode(Batch(preprocess_cpu(self.model.encoder, tiles), coords))
 
     def _encode(self, batch: Batch) -> dict[str, Any]:
-        if isinstance(batch.ready, str):  # precomputed features: the marker network in torch
+        if batch.features:  # precomputed features: the marker network in torch
             return self._encode_features(batch.x)
         x = batch.x
         if self._gpu:
@@ -464,75 +476,3 @@ def _add(stats: dict[str, StageStats], name: str, seconds: float, tiles: int) ->
     s = stats.setdefault(name, StageStats(name))
     s.busy_s += seconds
     s.tiles += tiles
-
-
-class SlideStream:
-    """Scores one slide from tiles pushed in any order and batch size (scanner-side use).
-
-    Each push runs the engine and pools at once, so memory holds the pooling states and a few
-    bytes per tile, never the tiles. `partial()` is the prediction from the tiles so far;
-    `result()` the final one, equal to scoring the same tiles at once.
-    """
-
-    def __init__(self, scorer: Scorer, info: SlideInfo) -> None:
-        self.scorer = scorer
-        self.info = info
-        self._acc = SlideAccumulator(
-            scorer.model, info, scorer.engine.describe(), scorer.options.pool_engine
-        )
-        self._closed = False
-
-    @property
-    def count(self) -> int:
-        """Tiles pushed so far."""
-        return self._acc.count
-
-    def push(self, tiles: Any, coords: Any) -> SlideStream:
-        """Scores uint8 tiles (N x S x S x 3 at the bundle's pixel and tile size) at level-0
-        top-left `coords` (N x 2)."""
-        if self._closed:
-            raise InvalidParameterError(
-                "the stream's result was taken; start a new stream", self.info.path
-            )
-        tiles = np.asarray(tiles) if not hasattr(tiles, "detach") else tiles
-        coords = np.asarray(coords, dtype=np.int64).reshape(-1, 2)
-        shape = tuple(tiles.shape)
-        size = self.scorer.model.tile_size
-        if (
-            len(shape) != 4
-            or shape[1:] != (size, size, 3)
-            or str(tiles.dtype) not in ("uint8", "torch.uint8")
-        ):
-            raise InvalidParameterError(
-                f"tiles must be uint8 N x {size} x {size} x 3 (the bundle's tile size), got "
-                f"{tiles.dtype} {shape}",
-                self.info.path,
-            )
-        if len(coords) != shape[0]:
-            raise InvalidParameterError(
-                f"{shape[0]} tiles but {len(coords)} coordinates", self.info.path
-            )
-        if shape[0] == 0:
-            return self
-        step = self.scorer.batch_size
-        for start in range(0, shape[0], step):
-            part = tiles[start : start + step]
-            xy = coords[start : start + step]
-            if self.scorer._gpu:
-                from hsafast.scoring.gpu import upload
-
-                x, ready = upload(np.asarray(part), self.scorer.device)
-                batch = Batch(x, xy, ready)
-            else:
-                batch = Batch(preprocess_cpu(self.scorer.model.encoder, np.asarray(part)), xy)
-            self._acc.absorb(self.scorer._encode(batch), xy)
-        return self
-
-    def partial(self) -> SlideResult:
-        """The prediction from the tiles pushed so far (pushing may go on)."""
-        return self._acc.result()
-
-    def result(self) -> SlideResult:
-        """The final prediction (tiles in grid order); the stream takes no more tiles."""
-        self._closed = True
-        return self._acc.result()
