@@ -21,8 +21,11 @@ from .prepare import PreparedCase
 __all__ = [
     "CLASSES",
     "Bag",
+    "PairBatch",
     "TilePairs",
+    "apply_ops",
     "augment_pair",
+    "draw_ops",
     "embed_tiles",
     "epoch_generator",
     "global_batches",
@@ -92,22 +95,47 @@ def embed_tiles(
     return out
 
 
-def augment_pair(
-    he: torch.Tensor, ihc: torch.Tensor, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The same random flip and 90-degree rotation on both tiles of each pair (B x H x W x 3)."""
-    ops = torch.randint(0, 8, (he.shape[0],), generator=generator)
-    he_out, ihc_out = he.clone(), ihc.clone()
+def draw_ops(n: int, generator: torch.Generator) -> torch.Tensor:
+    """One of the 8 flips/90-degree rotations per tile: bit 2 = mirror (left-right), then
+    bits 0-1 = quarter turns (``torch.rot90`` over the height and width axes)."""
+    return torch.randint(0, 8, (n,), generator=generator)
+
+
+def apply_ops(tiles: torch.Tensor, ops: torch.Tensor) -> torch.Tensor:
+    """Tiles (B x H x W x 3) transformed by their ``draw_ops`` codes."""
+    out = tiles.clone()
     for op in range(1, 8):
         idx = torch.nonzero(ops == op).flatten()
         if len(idx) == 0:
             continue
-        for src, dst in ((he, he_out), (ihc, ihc_out)):
-            t = src[idx]
-            if op & 4:
-                t = t.flip(2)
-            dst[idx] = torch.rot90(t, op & 3, dims=(1, 2))
-    return he_out, ihc_out
+        t = tiles[idx]
+        if op & 4:
+            t = t.flip(2)
+        out[idx] = torch.rot90(t, op & 3, dims=(1, 2))
+    return out
+
+
+def augment_pair(
+    he: torch.Tensor, ihc: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same random flip and 90-degree rotation on both tiles of each pair (B x H x W x 3)."""
+    ops = draw_ops(he.shape[0], generator)
+    return apply_ops(he, ops), apply_ops(ihc, ops)
+
+
+@dataclass
+class PairBatch:
+    """This process's share of one global batch of tile pairs."""
+
+    he: torch.Tensor
+    """uint8 B x S x S x 3, not yet transformed."""
+    ihc: torch.Tensor
+    ops: torch.Tensor
+    """Per pair: the flip/rotation code (``draw_ops``; 0 = none) to apply to both tiles."""
+    target: torch.Tensor
+    weight: torch.Tensor
+    global_weight: float
+    """Total target weight of the global batch."""
 
 
 class TilePairs:
@@ -139,19 +167,24 @@ class TilePairs:
 
     def epoch(
         self, epoch: int, batch_size: int, seed: int, dist: Dist, augment: bool
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """This process's share of each global batch: (he, ihc, target, weight) with uint8
-        tiles, and the global batch's total target weight."""
+    ) -> Iterator[PairBatch]:
+        """This process's share of each global batch; the flip/rotation codes are drawn for
+        the global batch on every process, so they do not depend on the process count."""
         g = epoch_generator(seed, epoch)
         aug = epoch_generator(seed, epoch, stream=1)
         for batch in global_batches(len(self), batch_size, g):
             idx = torch.from_numpy(batch)
-            he, ihc = self.he[idx], self.ihc[idx]
-            if augment:
-                he, ihc = augment_pair(he, ihc, aug)  # drawn for the global batch on every rank
+            ops = draw_ops(len(idx), aug) if augment else torch.zeros(len(idx), dtype=torch.long)
             lo, hi = dist.bounds(len(idx))
-            weights = self.weights[idx]
-            yield he[lo:hi], ihc[lo:hi], self.targets[idx][lo:hi], weights[lo:hi], weights.sum()
+            local = idx[lo:hi]
+            yield PairBatch(
+                self.he[local],
+                self.ihc[local],
+                ops[lo:hi],
+                self.targets[local],
+                self.weights[local],
+                float(self.weights[idx].sum()),
+            )
 
     def batches(
         self, batch_size: int

@@ -165,6 +165,7 @@ class FoldRunner:
             workdir=work / "tiles",
             resume=cfg.resume,
             label=f"patch fold {self.fold} tiles",
+            pipeline=cfg.data.pipeline,
         )
         features = features_from_encoder(he_enc, ihc_enc, self.all, self.dist.device)
         trained: dict[str, SlideModel] = {}

@@ -22,10 +22,11 @@ import torch
 import torch.nn as nn
 
 from hsafast.encoders import create_encoder, encoder_info
+from hsafast.encoders.base import resize_tiles
 from hsafast.models import SlideModel, SlideModelConfig
 
 from .config import EncoderConfig, PatchConfig, SlideConfig
-from .data import CLASSES, TilePairs, epoch_generator
+from .data import CLASSES, PairBatch, TilePairs, apply_ops, epoch_generator
 from .distributed import Dist
 from .loop import FitResult, StepOutput, fit, unwrap
 from .losses import info_nce, weighted_bce
@@ -112,8 +113,12 @@ def train_tile_stage(
     workdir: Path,
     resume: bool,
     label: str,
+    pipeline: str = "torch",
 ) -> FitResult:
-    """Stage 1 on the training pairs of every marker; checkpoint by validation loss."""
+    """Stage 1 on the training pairs of every marker; checkpoint by validation loss.
+
+    ``pipeline`` "dali" feeds the tiles through NVIDIA DALI on the GPU (``trainer.dali``).
+    """
     objective.to(dist.device)
     params = _set_trainable(objective, cfg.freeze_encoder)
     wrapped: nn.Module = objective
@@ -144,7 +149,26 @@ def train_tile_stage(
         loss = cfg.contrastive_weight * d.world * nce + cfg.regression_weight * d.world * reg
         return loss, {"infonce": float(nce.detach()), "bce": float(local.detach())}
 
-    def batches(epoch: int) -> Iterator[tuple[str, tuple[torch.Tensor, ...]]]:
+    dali = None
+    if pipeline == "dali":
+        from .dali import DaliPairs
+
+        index = torch.device(dist.device).index
+        dali = DaliPairs(cfg.optim.batch_size, he_encoder.mean, he_encoder.std, index or 0)
+
+    def inputs(batch: PairBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Transformed, normalised tiles on the device (torch path or DALI)."""
+        if dali is None:
+            x_he = he_encoder.preprocess(apply_ops(batch.he, batch.ops))  # type: ignore[operator]
+            x_ihc = he_encoder.preprocess(apply_ops(batch.ihc, batch.ops))  # type: ignore[operator]
+            return x_he.to(dist.device), x_ihc.to(dist.device)
+        size = int(he_encoder.input_size)  # type: ignore[arg-type]
+        out = dali(batch.he, batch.ihc, batch.ops)
+        return tuple(  # type: ignore[return-value]
+            resize_tiles(x, size).contiguous(memory_format=torch.channels_last) for x in out
+        )
+
+    def batches(epoch: int) -> Iterator[tuple[str, PairBatch]]:
         # one marker per batch, markers interleaved in a seeded order
         streams = {
             m: train[m].epoch(epoch, cfg.optim.batch_size, seed + 7919 * i, dist, cfg.augment)
@@ -155,13 +179,12 @@ def train_tile_stage(
         for k in order:
             yield plan[k], next(streams[plan[k]])
 
-    def step(item: tuple[str, tuple[torch.Tensor, ...]]) -> StepOutput:
-        marker, (he, ihc, target, weight, global_weight) = item
-        x_he = he_encoder.preprocess(he).to(dist.device)  # type: ignore[operator]
-        x_ihc = he_encoder.preprocess(ihc).to(dist.device)  # type: ignore[operator]
+    def step(item: tuple[str, PairBatch]) -> StepOutput:
+        marker, batch = item
+        x_he, x_ihc = inputs(batch)
         outputs = wrapped(x_he, x_ihc, marker)
-        loss, parts = loss_of(outputs, target, weight, dist, float(global_weight))
-        return StepOutput(loss, parts, int(he.shape[0]))
+        loss, parts = loss_of(outputs, batch.target, batch.weight, dist, batch.global_weight)
+        return StepOutput(loss, parts, int(batch.he.shape[0]))
 
     @torch.no_grad()
     def validate() -> float:
@@ -172,8 +195,8 @@ def train_tile_stage(
             for he, ihc, target, weight in pairs.batches(cfg.optim.batch_size):
                 if len(he) < 2:
                     continue
-                x_he = he_encoder.preprocess(he).to(dist.device)  # type: ignore[operator]
-                x_ihc = he_encoder.preprocess(ihc).to(dist.device)  # type: ignore[operator]
+                none = torch.zeros(len(he), dtype=torch.long)
+                x_he, x_ihc = inputs(PairBatch(he, ihc, none, target, weight, 0.0))
                 outputs = objective(x_he, x_ihc, marker)
                 loss, _ = loss_of(outputs, target, weight, Dist(), float(weight.sum()))
                 total += float(loss) * len(he)

@@ -112,6 +112,12 @@ def train(config: TrainConfig) -> RunSummary:
     cases = check_manifest(manifest, config)
     if config.slide.features != "files" or "patch" in config.modes:
         check_encoder(config)
+    if config.data.pipeline == "dali" and "patch" in config.modes:
+        from .dali import dali_unavailable
+
+        reason = dali_unavailable(dist.device)
+        if reason:
+            raise TrainingDataError(f'data.pipeline = "dali": {reason}')
 
     # prepare on rank 0; the others then find every case in the cache
     if dist.is_main:
