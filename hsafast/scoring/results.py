@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from hsafast.errors import ConfigError
+from hsafast.errors import ConfigError, InvalidParameterError
 
 __all__ = ["FORMAT", "MarkerResult", "SlideResult", "cohort_table", "write_cohort_table"]
 
@@ -108,6 +108,12 @@ class SlideResult:
     timings: dict[str, Any] = field(default_factory=dict)
     """Per-stage busy seconds and tiles/s (see hsafast.scoring.pipeline.StageStats)."""
 
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise InvalidParameterError(
+                f"SlideResult.status must be one of {STATUSES}, got {self.status!r}"
+            )
+
     @property
     def n_tiles(self) -> int:
         return len(self.coords)
@@ -167,7 +173,7 @@ class SlideResult:
                 model=d.get("model", {}),
                 timings=d.get("timings", {}),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:  # InvalidParameterError included
             raise ConfigError(f"malformed slide result: {type(exc).__name__}: {exc}", src) from exc
 
     def rows(self) -> list[dict[str, Any]]:
