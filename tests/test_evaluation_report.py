@@ -103,7 +103,7 @@ def test_missing_labels_stop_the_report_or_are_listed(tmp_path: Path) -> None:
     text = write_report(run, config=noted).markdown.read_text()
     assert rows[0]["case_id"] in text and "left out of every metric" in text
     # held-out embeddings only: the probe says what it lacks instead of inventing numbers
-    assert "no training rows" in text
+    assert "linear probe of slide mode not run" in text
 
 
 def test_a_run_without_run_json_is_not_called_simulated(tmp_path: Path) -> None:

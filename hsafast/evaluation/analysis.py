@@ -124,6 +124,13 @@ def analyse_run(
             continue
         say(f"alignment and probe of {mode_name(mode)}")
         embeddings = read_embeddings(path)
+        probe = config.probe if embeddings.has_training_rows else None
+        if config.probe is not None and probe is None:
+            notes.append(
+                f"linear probe of {mode_name(mode)} not run: its embeddings hold only held-out "
+                "rows, and the probe fits on the embeddings each fold's model gives its "
+                "training cases (rows with split = 'train')"
+            )
         for marker, a in markers.items():
             if mode not in a.evaluations:
                 continue
@@ -133,8 +140,8 @@ def analyse_run(
                 continue
             a.embeddings[mode] = of_marker
             _align(a, mode, of_marker)
-            if config.probe is not None:
-                _probe(a, mode, of_marker, config, paper_config)
+            if probe is not None:
+                _probe(a, mode, of_marker, probe, config.evaluation, paper_config)
     for a in markers.values():
         base = a.alignment.get(config.baseline)
         for mode, result in a.alignment.items():
@@ -181,17 +188,17 @@ def _probe(
     a: MarkerAnalysis,
     mode: str,
     embeddings: SlideEmbeddings,
-    config: ReportConfig,
+    probe: ProbeConfig,
+    config: EvaluationConfig,
     paper_config: EvaluationConfig,
 ) -> None:
-    assert config.probe is not None
     classes = a.evaluations[mode].classes
     try:
-        probed = probe_predictions(embeddings, classes, config=config.probe)
+        probed = probe_predictions(embeddings, classes, config=probe)
     except EvaluationError as exc:
         a.notes.append(f"linear probe of {mode_name(mode)}: {exc.reason}")
         return
     a.notes += [f"linear probe of {mode_name(mode)}: {n}" for n in probed.notes]
-    a.probe[mode] = _evaluate_labelled(probed.predictions, config.evaluation, [])
+    a.probe[mode] = _evaluate_labelled(probed.predictions, config, [])
     a.probe_paper[mode] = _evaluate_labelled(probed.predictions, paper_config, [])
     a.probe_c[mode] = [c for _, c in sorted(probed.c.items())]

@@ -6,8 +6,8 @@ registered IHC tiles (``predictions/patch-tiles.csv``: case_id, marker, fold,
 x, y, size_level0, positivity, stain_target, target_weight). For a few
 held-out cases this module draws three panels on the H&E frame: the predicted
 map over the H&E, the IHC section registered onto the H&E, and the map the
-IHC stain itself gives. With the slides out of reach, the two maps are drawn
-on white. It also measures how well the maps agree (Spearman's rho over tiles
+IHC stain itself gives. With the slides out of reach, only the two maps are
+drawn, on white. It also measures how well the maps agree (Spearman's rho over tiles
 with a target).
 """
 
@@ -158,13 +158,17 @@ def example_png(
     target = _tile_image(maps, rows, maps.target, shape, scale, maps.weight[rows] > 0)
 
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(11.5, 4.2))
     background = np.full((*shape, 3), 255, np.uint8)
-    panels = (
-        (he_img if he_img is not None else background, pred, "predicted from H&E"),
-        (ihc_img if ihc_img is not None else background, None, "IHC, registered to the H&E"),
-        (_grey(he_img) if he_img is not None else background, target, "read from the IHC stain"),
+    panels: list[tuple[np.ndarray, np.ndarray | None, str]] = [
+        (he_img if he_img is not None else background, pred, "predicted from H&E")
+    ]
+    if ihc_img is not None:
+        panels.append((ihc_img, None, "IHC, registered to the H&E"))
+    panels.append(
+        (_grey(he_img) if he_img is not None else background, target, "read from the IHC stain")
     )
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.8 * len(panels) + 0.6, 4.2))
+    shown = None
     for ax, (image, overlay, label) in zip(axes, panels, strict=True):
         ax.imshow(image)
         if overlay is not None:

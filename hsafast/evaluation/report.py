@@ -129,8 +129,8 @@ def _summary(doc: Document, analysis: RunAnalysis) -> None:
         f1 = ev.metrics["weighted_f1"]
         text = (
             f"For {marker_name(marker)}, {mode_name(main)} reached a weighted F1 of "
-            f"{f1.estimate:.2f} (95% CI {_ci(f1)}) on {ev.n_cases} held-out cases of "
-            f"{ev.n_patients} patients ({unit}, every patient's cases in one fold)."
+            f"{f1.estimate:.2f} (95% CI {f1.low:.2f}-{f1.high:.2f}) on {ev.n_cases} held-out "
+            f"cases of {ev.n_patients} patients ({unit}, every patient's cases in one fold)."
         )
         comparison = a.comparisons.get(main)
         if comparison is not None:
@@ -149,9 +149,12 @@ def _summary(doc: Document, analysis: RunAnalysis) -> None:
             )
         if main in a.alignment:
             al = a.alignment[main]
+            closer = al.gap_mean.low > 0 and al.p_value < 0.05
             text += (
-                f" Its H&E and IHC embeddings of the same case were closer than unrelated "
-                f"pairs by {al.gap_mean.mean:.2f} in cosine similarity (p {_p(al.p_value)})."
+                " Its H&E and IHC embeddings of the same case were "
+                + ("closer than" if closer else "not clearly closer than")
+                + f" those of unrelated cases (cosine similarity {al.gap_mean.mean:+.2f} on "
+                f"average, p {_p(al.p_value)})."
             )
         doc.add(Paragraph(text))
     doc.add(
