@@ -198,8 +198,8 @@ def _tile_correlation(run: Path, cohort: Path) -> dict[str, float]:
 
     tiles = _rows(run / "predictions" / "patch-tiles.csv")
     by_case: dict[str, list[dict[str, str]]] = {}
-    for t in tiles:
-        by_case.setdefault(t["case_id"], []).append(t)
+    for row in tiles:
+        by_case.setdefault(row["case_id"], []).append(row)
     pred, truth, stain, weight = [], [], [], []
     for case_id, rows in by_case.items():
         coords = np.array([[int(r["x"]), int(r["y"])] for r in rows])
@@ -210,12 +210,12 @@ def _tile_correlation(run: Path, cohort: Path) -> dict[str, float]:
         stain += [float(r["stain_target"]) for r, k in zip(rows, keep, strict=True) if k]
         weight += [float(r["target_weight"]) for r, k in zip(rows, keep, strict=True) if k]
         truth += list(frac[keep])
-    p, t, s, w = map(np.asarray, (pred, truth, stain, weight))
-    has_target = w > 0
+    predicted, true = np.asarray(pred, np.float64), np.asarray(truth, np.float64)
+    targets, has_target = np.asarray(stain, np.float64), np.asarray(weight) > 0
     return {
-        "tiles": float(len(t)),
-        "r_predicted_vs_truth": float(np.corrcoef(p, t)[0, 1]),
-        "r_stain_target_vs_truth": float(np.corrcoef(s[has_target], t[has_target])[0, 1]),
+        "tiles": float(len(true)),
+        "r_predicted_vs_truth": float(np.corrcoef(predicted, true)[0, 1]),
+        "r_stain_target_vs_truth": float(np.corrcoef(targets[has_target], true[has_target])[0, 1]),
     }
 
 
@@ -253,7 +253,7 @@ def _accuracy_run(
         "out": str(run),
         "folds": args.folds,
         "seed": args.seed,
-        "patch": {"optim": {"epochs": args.patch_epochs}},
+        "patch": {"optim": {"epochs": args.patch_epochs, "batch_size": args.patch_batch}},
     }
     config = config_from_mapping(TrainConfig, mapping)
     t0 = time.perf_counter()
@@ -288,7 +288,8 @@ def run_accuracy(args: argparse.Namespace) -> None:
         ["predictability", "mode", "wF1 (stain labels)", "wF1 (true labels)", "chance wF1",
          "cos paired", "cos shuffled", "pair AUC"],
     )  # fmt: skip
-    for predictability in (args.predictability, 0.0):
+    levels = [args.predictability] + ([0.0] if args.control else [])
+    for predictability in levels:
         result, t_sim, t_train = _accuracy_run(root, predictability, args)
         result.update({"simulate_seconds": t_sim, "train_seconds": t_train})
         out[f"p{predictability:g}"] = result
@@ -329,6 +330,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--size", type=int, default=2048, help="simulated slide side (px)")
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--patch-epochs", type=int, default=8)
+    parser.add_argument("--patch-batch", type=int, default=64)
+    parser.add_argument(
+        "--no-control",
+        dest="control",
+        action="store_false",
+        help="skip the negative-control cohort (predictability 0)",
+    )
     parser.add_argument("--predictability", type=float, default=0.8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", default=None, help="keep cohorts and runs in this folder")

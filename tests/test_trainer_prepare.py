@@ -24,10 +24,14 @@ def cohort(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped
     return make_cohort(root, 2, markers=("ki67",), slide_size=2048, seed=1, workers=1)
 
 
-def test_prepared_case_follows_the_slides(cohort, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    case = cohort.cases[0]
-    data = DataConfig()
-    prepared = prepare_case(case, data, "stain")
+@pytest.fixture(scope="module")
+def prepared(cohort) -> list[PreparedCase]:  # type: ignore[no-untyped-def]
+    return [prepare_case(case, DataConfig(), "stain") for case in cohort.cases]
+
+
+def test_prepared_case_follows_the_slides(cohort, prepared, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    case, data = cohort.cases[0], DataConfig()
+    prepared = prepared[0]
     n = len(prepared.he_tiles)
     assert n > 5 and prepared.he_tiles.shape[1:] == (128, 128, 3)
     assert prepared.he_tiles.dtype == np.uint8 and prepared.he_tiles.std() > 5
@@ -51,18 +55,18 @@ def test_prepared_case_follows_the_slides(cohort, tmp_path: Path) -> None:  # ty
     assert again.label == prepared.label and np.array_equal(again.pair_tiles, prepared.pair_tiles)
 
 
-def test_stain_targets_follow_the_true_positive_fraction(cohort) -> None:  # type: ignore[no-untyped-def]
+def test_stain_targets_follow_the_true_positive_fraction(cohort, prepared) -> None:  # type: ignore[no-untyped-def]
     """Across both cases, tiles that the stain reads as more positive are truly more positive."""
     targets, truth_values = [], []
-    for case in cohort.cases:
-        prepared = prepare_case(case, DataConfig(), "stain")
+    for case, p in zip(cohort.cases, prepared, strict=True):
         truth = load_truth(cohort.out_dir, case.case_id)
-        frac, n_tumour, *_ = truth.tile_counts(prepared.he_coords, prepared.patch_size_level0)
-        keep = (prepared.target_weight > 0) & (n_tumour >= 5)
-        targets += list(prepared.targets[keep])
+        frac, n_tumour, *_ = truth.tile_counts(p.he_coords, p.patch_size_level0)
+        keep = (p.target_weight > 0) & (n_tumour >= 5)
+        targets += list(p.targets[keep])
         truth_values += list(frac[keep])
-        reading = slide_label(quantify(case.ihc_path, prepared.ihc_coords, "ki67", size=256))
-        assert prepared.label == reading.binary
+    first = cohort.cases[0]
+    reading = slide_label(quantify(first.ihc_path, prepared[0].ihc_coords, "ki67", size=256))
+    assert prepared[0].label == reading.binary
     assert len(targets) >= 8
     assert np.corrcoef(targets, truth_values)[0, 1] > 0.5
 

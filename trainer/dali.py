@@ -15,6 +15,7 @@ with the torch path is tested on machines without a GPU.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -45,8 +46,8 @@ class DaliPairs:
     def __init__(
         self,
         batch_size: int,
-        mean: tuple[float, float, float],
-        std: tuple[float, float, float],
+        mean: Sequence[float],
+        std: Sequence[float],
         device_id: int | None,
         threads: int = 2,
     ) -> None:
@@ -57,7 +58,7 @@ class DaliPairs:
         mean255 = [255.0 * m for m in mean]
         std255 = [255.0 * s for s in std]
 
-        @pipeline_def(  # type: ignore[misc]
+        @pipeline_def(
             batch_size=batch_size, num_threads=threads, device_id=device_id, prefetch_queue_depth=1
         )
         def pairs() -> Any:

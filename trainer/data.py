@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from hsafast.encoders.base import TileEncoder
+
 from .distributed import Dist
 from .prepare import PreparedCase
 
@@ -79,16 +81,15 @@ def pad_bags(tensors: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tenso
 
 @torch.no_grad()
 def embed_tiles(
-    encoder: torch.nn.Module, tiles: np.ndarray, device: str = "cpu", batch_size: int = 256
+    encoder: TileEncoder, tiles: np.ndarray, device: str = "cpu", batch_size: int = 256
 ) -> torch.Tensor:
     """(N, D) float32 CPU features of uint8 tiles, with the encoder in eval mode."""
     was_training = encoder.training
     encoder.eval()
-    dim = int(getattr(encoder, "dim"))  # noqa: B009 - TileEncoder attribute
-    out = torch.zeros((len(tiles), dim), dtype=torch.float32)
+    out = torch.zeros((len(tiles), encoder.dim), dtype=torch.float32)
     try:
         for start in range(0, len(tiles), batch_size):
-            x = encoder.preprocess(tiles[start : start + batch_size]).to(device)  # type: ignore[operator]
+            x = encoder.preprocess(tiles[start : start + batch_size]).to(device)
             out[start : start + len(x)] = encoder(x).float().cpu()
     finally:
         encoder.train(was_training)

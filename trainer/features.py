@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hsafast.encoders.base import TileEncoder
 from hsafast.errors import FeatureFileError
 from hsafast.features import FeatureFile, read_feature_file
 
@@ -84,8 +85,8 @@ def _same_encoder(first: tuple[Path, FeatureFile], path: Path, ff: FeatureFile) 
 
 
 def features_from_encoder(
-    he_encoder: torch.nn.Module,
-    ihc_encoder: torch.nn.Module,
+    he_encoder: TileEncoder,
+    ihc_encoder: TileEncoder,
     cases: list[PreparedCase],
     device: str = "cpu",
 ) -> SlideFeatures:
@@ -113,7 +114,7 @@ def save_features(path: Path, features: SlideFeatures) -> None:
         arrays[f"he/{case_id}"] = he.numpy()
         arrays[f"ihc/{case_id}"] = ihc.numpy()
     with atomic_path(path) as tmp, tmp.open("wb") as f:
-        np.savez(f, **arrays)
+        np.savez(f, **arrays)  # type: ignore[arg-type]
 
 
 def load_features(path: Path) -> SlideFeatures:

@@ -147,7 +147,7 @@ class FoldRunner:
         cfg = self.config
         he_enc = build_encoder(cfg.encoder, self.seed)
         ihc_enc = build_encoder(cfg.encoder, self.seed + 1)
-        dim = int(he_enc.dim)  # type: ignore[arg-type]
+        dim = he_enc.dim
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             models = nn.ModuleDict(
@@ -195,10 +195,10 @@ class FoldRunner:
             best[marker] = {"best_epoch": fit.best_epoch, "val_loss": fit.best_val_loss}
         bundle = ModelBundle(
             mode="patch",
-            encoder=EncoderSpec.from_encoder(he_enc, in_bundle=True),  # type: ignore[arg-type]
+            encoder=EncoderSpec.from_encoder(he_enc, in_bundle=True),
             models=trained,
             preprocessing=self._preprocessing(),
-            tile_encoder=he_enc,  # type: ignore[arg-type]
+            tile_encoder=he_enc,
             training=self._training_info("patch", best),
         )
         if self.dist.is_main:
@@ -289,7 +289,7 @@ class FoldRunner:
             "labels": cfg.data.labels,
             "features": cfg.slide.features if mode != "patch" else "trained here",
         }
-        return json_safe(info)  # type: ignore[no-any-return]
+        return dict(json_safe(info))
 
 
 def _plain(obj: Any) -> Any:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -28,10 +29,10 @@ __all__ = ["HeldOut", "write_embeddings", "write_predictions", "write_tile_predi
 class HeldOut:
     """Held-out outputs of one mode, gathered over folds."""
 
-    rows: list[dict[str, object]] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)
     he: list[np.ndarray] = field(default_factory=list)
     ihc: list[np.ndarray] = field(default_factory=list)
-    tiles: list[dict[str, object]] = field(default_factory=list)
+    tiles: list[dict[str, Any]] = field(default_factory=list)
 
     def add(
         self,
@@ -42,7 +43,7 @@ class HeldOut:
         ihc: np.ndarray,
     ) -> None:
         case_id, patient_id, marker, label = case
-        row: dict[str, object] = {
+        row: dict[str, Any] = {
             "case_id": case_id,
             "patient_id": patient_id,
             "marker": marker,
@@ -70,7 +71,7 @@ def write_predictions(path: Path, held: HeldOut) -> None:
         for i in held.sorted_index():
             row = dict(held.rows[i])
             for c in CLASSES:
-                row[f"p_{c}"] = f"{float(row[f'p_{c}']):.6f}"  # type: ignore[arg-type]
+                row[f"p_{c}"] = f"{float(row[f'p_{c}']):.6f}"
             writer.writerow(row)
 
 
@@ -81,14 +82,14 @@ def write_embeddings(path: Path, held: HeldOut) -> None:
         k: np.array([str(held.rows[i][k]) for i in order])
         for k in ("case_id", "patient_id", "marker", "label")
     }
+    arrays: dict[str, Any] = {
+        **columns,
+        "fold": np.array([int(held.rows[i]["fold"]) for i in order], np.int64),
+        "he": np.stack([held.he[i] for i in order]),
+        "ihc": np.stack([held.ihc[i] for i in order]),
+    }
     with atomic_path(path) as tmp, tmp.open("wb") as f:
-        np.savez(
-            f,
-            **columns,
-            fold=np.array([int(held.rows[i]["fold"]) for i in order], np.int64),  # type: ignore[call-overload]
-            he=np.stack([held.he[i] for i in order]),
-            ihc=np.stack([held.ihc[i] for i in order]),
-        )
+        np.savez(f, **arrays)
 
 
 def write_tile_predictions(path: Path, held: HeldOut) -> None:
@@ -99,5 +100,5 @@ def write_tile_predictions(path: Path, held: HeldOut) -> None:
     with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
-        for row in sorted(held.tiles, key=lambda r: (str(r["case_id"]), r["y"], r["x"])):  # type: ignore[return-value]
+        for row in sorted(held.tiles, key=lambda r: (r["case_id"], r["y"], r["x"])):
             writer.writerow(row)

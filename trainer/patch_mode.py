@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 
 from hsafast.encoders import create_encoder, encoder_info
-from hsafast.encoders.base import resize_tiles
+from hsafast.encoders.base import TileEncoder, resize_tiles
 from hsafast.models import SlideModel, SlideModelConfig
 
 from .config import EncoderConfig, PatchConfig, SlideConfig
@@ -34,7 +34,7 @@ from .losses import info_nce, weighted_bce
 __all__ = ["PatchObjective", "build_encoder", "patch_model_config", "train_tile_stage"]
 
 
-def build_encoder(cfg: EncoderConfig, seed: int) -> nn.Module:
+def build_encoder(cfg: EncoderConfig, seed: int) -> TileEncoder:
     """The configured tile encoder, seeded (small encoders) and with its weights file."""
     info = encoder_info(cfg.name)
     weights = cfg.weights or None
@@ -65,7 +65,7 @@ class PatchObjective(nn.Module):
     """Stage 1's forward pass (the module DDP wraps)."""
 
     def __init__(
-        self, he_encoder: nn.Module, ihc_encoder: nn.Module, models: nn.ModuleDict
+        self, he_encoder: TileEncoder, ihc_encoder: TileEncoder, models: nn.ModuleDict
     ) -> None:
         super().__init__()
         self.he_encoder = he_encoder
@@ -76,7 +76,8 @@ class PatchObjective(nn.Module):
         self, he: torch.Tensor, ihc: torch.Tensor, marker: str
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(H&E aligned embedding, IHC aligned embedding, positivity logits) per tile."""
-        model: SlideModel = self.models[marker]  # type: ignore[assignment]
+        model = self.models[marker]
+        assert isinstance(model, SlideModel)
         h = model.proj(self.he_encoder(he))
         assert model.ihc is not None and model.positivity is not None
         h_ihc = model.ihc.proj(self.ihc_encoder(ihc))
@@ -159,13 +160,14 @@ def train_tile_stage(
     def inputs(batch: PairBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Transformed, normalised tiles on the device (torch path or DALI)."""
         if dali is None:
-            x_he = he_encoder.preprocess(apply_ops(batch.he, batch.ops))  # type: ignore[operator]
-            x_ihc = he_encoder.preprocess(apply_ops(batch.ihc, batch.ops))  # type: ignore[operator]
+            x_he = he_encoder.preprocess(apply_ops(batch.he, batch.ops))
+            x_ihc = he_encoder.preprocess(apply_ops(batch.ihc, batch.ops))
             return x_he.to(dist.device), x_ihc.to(dist.device)
-        size = int(he_encoder.input_size)  # type: ignore[arg-type]
-        out = dali(batch.he, batch.ihc, batch.ops)
-        return tuple(  # type: ignore[return-value]
-            resize_tiles(x, size).contiguous(memory_format=torch.channels_last) for x in out
+        size = he_encoder.input_size
+        he, ihc = dali(batch.he, batch.ihc, batch.ops)
+        return (
+            resize_tiles(he, size).contiguous(memory_format=torch.channels_last),
+            resize_tiles(ihc, size).contiguous(memory_format=torch.channels_last),
         )
 
     def batches(epoch: int) -> Iterator[tuple[str, PairBatch]]:
