@@ -149,3 +149,72 @@ def test_bad_csv_files_raise_with_the_path(tmp_path: Path) -> None:
         read_predictions(tmp_path / "missing.csv")
     with pytest.raises(EvaluationError, match="case_id and label"):
         read_labels(words)
+
+
+def _slide_results(n: int, seed: int, markers: tuple[str, ...] = ("ki67",)) -> list:
+    from hsafast.scoring.results import MarkerResult, SlideResult
+
+    rng = np.random.default_rng(seed)
+    results = []
+    for i in range(n):
+        per_marker = {}
+        for m in markers:
+            p = float(rng.uniform(0.05, 0.95))
+            per_marker[m] = MarkerResult(m, BINARY, np.array([1 - p, p]), BINARY[1])
+        coords = np.zeros((4, 2), np.int64)
+        results.append(SlideResult(f"case{i:02d}_HE", per_marker, coords, 256, 0.5))
+    return results
+
+
+def _manifest(path: Path, n: int, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    lines = ["case_id,patient_id,he_path,ihc_path,marker,label"]
+    for i in range(n):
+        label = BINARY[int(rng.random() < 0.4)]
+        lines.append(f"case{i:02d},P{i // 2},case{i:02d}_HE.svs,case{i:02d}_IHC.svs,ki67,{label}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_scorer_results_are_matched_to_the_manifest_by_slide_file(tmp_path: Path) -> None:
+    manifest = _manifest(tmp_path / "manifest.csv", 20, seed=1)
+    results = _slide_results(20, seed=2)
+    ev = evaluate(results, manifest)
+    labels, _ = read_labels(manifest)
+    assert ev.n_cases == 20 and ev.n_patients == 10
+    mapping = {
+        f"case{i:02d}": dict(zip(BINARY, r.markers["ki67"].probabilities, strict=True))
+        for i, r in enumerate(results)
+    }
+    same = evaluate(mapping, labels, patients={f"case{i:02d}": f"P{i // 2}" for i in range(20)})
+    assert ev.metrics["weighted_f1"] == same.metrics["weighted_f1"]
+
+
+def test_unscored_slides_raise_or_are_noted(tmp_path: Path) -> None:
+    from hsafast.scoring.results import SlideResult
+
+    manifest = _manifest(tmp_path / "manifest.csv", 12, seed=3)
+    results = _slide_results(12, seed=4)
+    results[5] = SlideResult(
+        "case05_HE",
+        {},
+        np.zeros((0, 2), np.int64),
+        256,
+        0.5,
+        status="no_tissue",
+        message="no tissue above the threshold",
+    )
+    with pytest.raises(EvaluationError, match="case05 .no_tissue"):
+        evaluate(results, manifest)
+    ev = evaluate(results, manifest, config=EvaluationConfig(on_mismatch="note"))
+    assert ev.n_cases == 11
+    assert any("case05 (no_tissue: no tissue above the threshold)" in n for n in ev.notes)
+
+
+def test_multi_marker_scorer_results_need_a_marker() -> None:
+    results = _slide_results(10, seed=5, markers=("ki67", "p53"))
+    labels = {r.slide_id: BINARY[i % 2] for i, r in enumerate(results)}
+    with pytest.raises(EvaluationError, match="say which"):
+        evaluate(results, labels)
+    ev = evaluate(results, labels, marker="p53")
+    assert set(ev.predictions.markers) == {"p53"} and ev.n_cases == 10

@@ -17,11 +17,12 @@ import os
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from hsafast.errors import InvalidParameterError
+from hsafast.errors import EvaluationError, InvalidParameterError
 from hsafast.evaluation.bootstrap import Interval, bootstrap, cluster_index, percentile_interval
 from hsafast.evaluation.metrics import (
     METRIC_LABELS,
@@ -34,6 +35,8 @@ from hsafast.evaluation.predictions import (
     Predictions,
     as_predictions,
     attach_labels,
+    from_slide_results,
+    is_slide_results,
     read_labels,
 )
 
@@ -178,25 +181,60 @@ def evaluate(
     labels: Mapping[str, str | None] | str | os.PathLike[str] | None = None,
     *,
     patients: Mapping[str, str] | None = None,
+    marker: str | None = None,
     config: EvaluationConfig | None = None,
 ) -> Evaluation:
     """Weighted F1, macro F1, balanced accuracy, AUC (+ sensitivity and
     specificity for two classes) with bootstrap intervals, and the confusion matrix.
 
-    ``results``: :class:`Predictions`, a predictions CSV of a run directory, or
-    ``{case_id: {class: probability}}``. ``labels``: ``{case_id: label}``, a
-    manifest or labels CSV, or None to use the labels inside ``results``.
-    ``patients``: ``{case_id: patient_id}`` where ``results`` lacks them.
+    ``results``: :class:`Predictions`, a predictions CSV of a run directory,
+    ``{case_id: {class: probability}}``, or the scorer's ``SlideResult`` list.
+    ``labels``: ``{case_id: label}``, a manifest or labels CSV, or None to use the
+    labels inside ``results``. ``patients``: ``{case_id: patient_id}`` where
+    ``results`` lacks them. ``marker``: which marker of multi-marker scorer results
+    (a manifest names each case's own).
     """
     config = config or EvaluationConfig()
-    predictions = as_predictions(results)
+    notes: list[str] = []
+    unscored: set[str] = set()
+    if is_slide_results(results):
+        predictions, failed = _from_scorer(results, labels, marker)
+        if failed:
+            message = f"{len(failed)} slide(s) were not scored: " + ", ".join(
+                f"{case} ({reason})" for case, reason in failed[:8]
+            )
+            if config.on_mismatch == "error":
+                raise EvaluationError(message)
+            notes.append(message + "; they are not evaluated")
+            unscored = {case for case, _ in failed}
+    else:
+        predictions = as_predictions(results)
     if isinstance(labels, str | os.PathLike):
         labels, csv_patients = read_labels(labels)
         patients = {**csv_patients, **(patients or {})}
-    labelled, notes = attach_labels(
+    if labels is not None and unscored:  # already noted above
+        labels = {c: v for c, v in labels.items() if c not in unscored}
+    labelled, more = attach_labels(
         predictions, labels, patients=patients, on_mismatch=config.on_mismatch
     )
-    return _evaluate_labelled(labelled, config, notes)
+    return _evaluate_labelled(labelled, config, notes + more)
+
+
+def _from_scorer(
+    results: Any, labels: Any, marker: str | None
+) -> tuple[Predictions, list[tuple[str, str]]]:
+    """The scorer's results, with slide IDs and markers taken from a manifest if given."""
+    from hsafast._fileio import safe_id
+    from hsafast.manifest import is_manifest, read_manifest
+
+    aliases: dict[str, str] = {}
+    markers: str | dict[str, str] | None = marker
+    if isinstance(labels, str | os.PathLike) and is_manifest(Path(labels)):
+        cases = read_manifest(labels).cases
+        aliases = {safe_id(c.he_path.stem): c.case_id for c in cases}
+        if marker is None:
+            markers = {c.case_id: c.marker for c in cases}
+    return from_slide_results(results, marker=markers, aliases=aliases)
 
 
 def _evaluate_labelled(

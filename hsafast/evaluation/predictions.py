@@ -311,6 +311,69 @@ def _few(items: Iterable[str], n: int = 8) -> str:
     return shown + (f" and {len(items) - n} more" if len(items) > n else "")
 
 
+def from_slide_results(
+    results: Iterable[Any],
+    *,
+    marker: str | Mapping[str, str] | None = None,
+    aliases: Mapping[str, str] | None = None,
+) -> tuple[Predictions, list[tuple[str, str]]]:
+    """Predictions from the scorer's ``SlideResult`` objects; also (case, reason) of
+    slides without a prediction.
+
+    ``marker``: the marker to evaluate, or ``{case_id: marker}``; needed when a result
+    holds several markers. ``aliases`` maps slide IDs to case IDs (a slide scored from a
+    folder is named by its file stem, a manifest names it by case).
+    """
+    aliases = aliases or {}
+    rows: list[tuple[str, str, Any]] = []
+    unscored: list[tuple[str, str]] = []
+    for result in results:
+        case = aliases.get(result.slide_id, result.slide_id)
+        if result.status != "ok" or not result.markers:
+            unscored.append((case, f"{result.status}: {result.message}".rstrip(": ")))
+            continue
+        wanted = marker.get(case) if isinstance(marker, Mapping) else marker
+        if wanted is None:
+            if len(result.markers) != 1:
+                raise EvaluationError(
+                    f"slide {result.slide_id!r} holds markers {sorted(result.markers)}: say which "
+                    "to evaluate (marker=, or a manifest naming each case's marker)"
+                )
+            wanted = next(iter(result.markers))
+        if wanted not in result.markers:
+            raise EvaluationError(
+                f"slide {result.slide_id!r} has no prediction for marker {wanted!r} "
+                f"(it has {sorted(result.markers)})"
+            )
+        rows.append((case, wanted, result.markers[wanted]))
+    if not rows:
+        raise EvaluationError("no slide result holds a prediction")
+    classes = tuple(rows[0][2].classes)
+    for case, _, m in rows:
+        if tuple(m.classes) != classes:
+            raise EvaluationError(f"case {case!r}: classes {m.classes} differ from {classes}")
+    proba = np.array([np.asarray(m.probabilities, dtype=np.float64) for _, _, m in rows])
+    predictions = Predictions(
+        case_ids=tuple(case for case, _, _ in rows),
+        patient_ids=tuple(case for case, _, _ in rows),
+        classes=classes,
+        probabilities=proba,
+        predicted=tuple(classes[i] for i in _argmax(proba)),
+        folds=np.full(len(rows), -1, dtype=np.int64),
+        labels=(None,) * len(rows),
+        markers=tuple(name for _, name, _ in rows),
+    )
+    return predictions, unscored
+
+
+def is_slide_results(results: Any) -> bool:
+    """Whether ``results`` looks like a list of the scorer's ``SlideResult`` objects."""
+    if isinstance(results, str | os.PathLike | Mapping | Predictions):
+        return False
+    first = next(iter(results), None) if isinstance(results, Sequence) else None
+    return first is not None and hasattr(first, "slide_id") and hasattr(first, "markers")
+
+
 def as_predictions(results: Any) -> Predictions:
     """Accept ``Predictions``, a predictions CSV path, or ``{case_id: {class: p}}``."""
     if isinstance(results, Predictions):
@@ -320,6 +383,6 @@ def as_predictions(results: Any) -> Predictions:
     if isinstance(results, Mapping):
         return Predictions.from_probabilities(results)
     raise EvaluationError(
-        f"cannot evaluate {type(results).__name__}: give Predictions, a predictions CSV path "
-        "or a mapping {case_id: {class: probability}}"
+        f"cannot evaluate {type(results).__name__}: give Predictions, a predictions CSV path, "
+        "a mapping {case_id: {class: probability}} or a list of the scorer's SlideResults"
     )
