@@ -99,10 +99,25 @@ def test_probe_on_a_run_pools_folds_and_learns_the_label(tmp_path: Path, cohort)
     assert sorted({f for _, f in run.c}) == [0, 1, 2, 3, 4]
     ev = evaluate(run.predictions)
     assert ev.metrics["auc"].low > 0.5  # the label shifts the embeddings: better than chance
-    paper = probe_predictions(read_embeddings(path), BINARY, config=ProbeConfig.paper())
-    assert len(paper.predictions) == len(run.predictions)
-    y, pred = paper.predictions.indices()
-    assert 0.0 < f1_score(y, pred, average="weighted") <= 1.0
+
+
+def test_paper_probe_searches_40_of_100_values_by_case() -> None:
+    from hsafast.evaluation.probe import _candidates
+
+    paper = ProbeConfig.paper()
+    values = _candidates(paper)
+    grid = np.logspace(-3, 2, 100)
+    assert len(values) == 40 == len(set(values))
+    assert all(np.isclose(grid, v).any() for v in values)
+    assert not paper.group_by_patient and paper.inner_folds == 5
+    rng = np.random.default_rng(3)
+    y = rng.random(50) < 0.5
+    x = rng.normal(size=(50, 6)) + y[:, None]
+    labels = np.where(y, BINARY[1], BINARY[0])
+    fit = fit_probe(x, labels, x, BINARY, config=paper)
+    assert fit.c in values
+    pred = fit.probabilities.argmax(axis=1)
+    assert f1_score(y.astype(int), pred, average="weighted") > 0.7  # separable by a shift of 1
 
 
 def test_probe_without_training_rows_says_why(tmp_path: Path, cohort) -> None:

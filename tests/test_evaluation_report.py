@@ -25,13 +25,15 @@ from hsafast.evaluation import (
 from hsafast.evaluation.bootstrap import Interval
 
 # a coarse probe grid and PCA maps keep these tests fast; the probe and UMAP have their own
-FAST = ReportConfig(embedding_map="pca", examples=0, probe=ProbeConfig(grid_points=3))
+FAST = ReportConfig(
+    embedding_map="pca", examples=0, probe=ProbeConfig(grid_points=3, inner_folds=3)
+)
 NO_PROBE = ReportConfig(embedding_map="pca", examples=0, probe=None)
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory):
-    run = make_run_dir(tmp_path_factory.mktemp("eval") / "run", tiles=True)
+    run = make_run_dir(tmp_path_factory.mktemp("eval") / "run", n_patients=30, tiles=True)
     return write_report(run, config=FAST)
 
 

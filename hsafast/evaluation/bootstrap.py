@@ -66,8 +66,11 @@ def resample_weights(
     case weighs as often as its cluster was drawn.
     """
     n_clusters = int(clusters.max()) + 1
-    counts = rng.multinomial(n_clusters, np.full(n_clusters, 1.0 / n_clusters), size=n_resamples)
-    return counts[:, clusters].astype(np.float64)
+    # draws of cluster indices, counted per row in one bincount (a multinomial draw each)
+    drawn = rng.integers(0, n_clusters, size=(n_resamples, n_clusters))
+    drawn += np.arange(n_resamples)[:, None] * n_clusters
+    counts = np.bincount(drawn.ravel(), minlength=n_resamples * n_clusters)
+    return counts.reshape(n_resamples, n_clusters)[:, clusters].astype(np.float64)
 
 
 def bootstrap(
