@@ -135,3 +135,31 @@ def test_holdout_split_stays_inside_the_training_set_and_by_patient() -> None:
     assert np.array_equal(val, again_val) and np.array_equal(train, again_train)
     with pytest.raises(InvalidParameterError, match="fraction"):
         holdout_split(plan, fold=0, fraction=0.9)
+
+
+def test_cross_validate_pools_every_case_once_and_evaluates() -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    from hsafast.errors import EvaluationError
+    from hsafast.evaluation import cross_validate, evaluate
+
+    cases, patients, strata = _cohort(60, seed=9)
+    labels = [s.split(":")[1] for s in strata]
+    rng = np.random.default_rng(0)
+    y = np.array([label == "high" for label in labels])
+    features = rng.normal(size=(len(cases), 8)) + 1.2 * y[:, None]
+    plan = patient_folds(cases, patients, strata, k=5, seed=1)
+    seen: list[int] = []
+
+    def fit_predict(fold) -> np.ndarray:
+        seen.extend(fold.test.tolist())
+        model = LogisticRegression().fit(features[fold.train], y[fold.train])
+        return model.predict_proba(features[fold.test])  # columns: False ("low"), True ("high")
+
+    predictions = cross_validate(plan, labels, ("low", "high"), fit_predict)
+    assert sorted(seen) == list(range(len(cases)))
+    assert np.array_equal(predictions.folds, plan.assignment)
+    ev = evaluate(predictions)
+    assert ev.metrics["auc"].low > 0.8  # a shift of 1.2 SD in every feature
+    with pytest.raises(EvaluationError, match="fold 0: fit_predict returned shape"):
+        cross_validate(plan, labels, ("low", "high"), lambda fold: np.ones((1, 2)) / 2)

@@ -31,13 +31,15 @@ FAST = ReportConfig(
 NO_PROBE = ReportConfig(embedding_map="pca", examples=0, probe=None)
 
 
-@pytest.fixture(scope="module")
-def report(tmp_path_factory: pytest.TempPathFactory):
-    run = make_run_dir(tmp_path_factory.mktemp("eval") / "run", n_patients=30, tiles=True)
-    return write_report(run, config=FAST)
+def test_report_of_a_simulated_run(tmp_path: Path) -> None:
+    """One report, checked three ways (one test, so parallel workers build it once)."""
+    report = write_report(make_run_dir(tmp_path / "run", n_patients=30, tiles=True), config=FAST)
+    _check_files_and_sections(report)
+    _check_html(report)
+    _check_numbers(report)
 
 
-def test_report_files_and_sections(report) -> None:
+def _check_files_and_sections(report) -> None:
     assert report.folder == report.analysis.run.root / "report"
     text = report.markdown.read_text()
     for section in (
@@ -62,7 +64,7 @@ def test_report_files_and_sections(report) -> None:
         assert f"]({figure.name})" in text
 
 
-def test_html_says_the_same_and_stands_alone(report) -> None:
+def _check_html(report) -> None:
     html = report.html.read_text()
     assert html.startswith("<!DOCTYPE html>")
     assert html.count("<img ") == len(report.figures)
@@ -70,7 +72,7 @@ def test_html_says_the_same_and_stands_alone(report) -> None:
     assert "<table>" in html and "What was simulated" in html
 
 
-def test_report_numbers_are_evaluate_numbers(report) -> None:
+def _check_numbers(report) -> None:
     summary = json.loads(report.summary.read_text())
     slide = report.analysis.run.predictions["slide"]
     from hsafast.evaluation import read_predictions

@@ -16,6 +16,7 @@ _EXPORTS = {
     "FoldPlan": "folds",
     "patient_folds": "folds",
     "holdout_split": "folds",
+    "cross_validate": "crossval",
     "Predictions": "predictions",
     "read_predictions": "predictions",
     "read_labels": "predictions",
@@ -67,6 +68,7 @@ if TYPE_CHECKING:  # the names above, for type checkers and editors
     from hsafast.evaluation.assess import Evaluation, EvaluationConfig, evaluate  # noqa: F401
     from hsafast.evaluation.bootstrap import Interval  # noqa: F401
     from hsafast.evaluation.compare import Comparison, compare_models  # noqa: F401
+    from hsafast.evaluation.crossval import cross_validate  # noqa: F401
     from hsafast.evaluation.embeddings import SlideEmbeddings, read_embeddings  # noqa: F401
     from hsafast.evaluation.folds import Fold, FoldPlan, holdout_split, patient_folds  # noqa: F401
     from hsafast.evaluation.paper import (  # noqa: F401
