@@ -139,6 +139,16 @@ def test_preprocess_matches_a_float64_reference(kind):
     assert np.abs(got - ref).max() < 1e-5, f"worst element {worst}: {got[worst]} vs {ref[worst]}"
 
 
+@pytest.mark.parametrize("tile_size", [128, 256, 512])
+def test_numpy_and_torch_paths_agree_bit_for_bit(tile_size):
+    encoder = create_encoder("hsafast-cnn-s")
+    tiles = random_tiles(3, tile_size, seed=tile_size)
+    fast, reference = encoder.preprocess(tiles), encoder.preprocess(torch.from_numpy(tiles))
+    diff = (fast - reference).abs()
+    worst = np.unravel_index(int(diff.argmax()), tuple(diff.shape))
+    assert torch.equal(fast, reference), f"worst element {worst}: {float(diff.max())}"
+
+
 def test_resize_to_non_integer_factors_is_antialiased():
     x = torch.from_numpy(random_tiles(1, 256).transpose(0, 3, 1, 2).astype(np.float32))
     out = resize_tiles(x, 224)
