@@ -221,8 +221,9 @@ def _tile_correlation(run: Path, cohort: Path) -> dict[str, float]:
 
 def _cosine(run: Path, mode: str) -> dict[str, float]:
     z = np.load(run / "embeddings" / f"{mode}.npz")
-    he = z["he"] / np.linalg.norm(z["he"], axis=1, keepdims=True)
-    ihc = z["ihc"] / np.linalg.norm(z["ihc"], axis=1, keepdims=True)
+    test = z["split"] == "test"  # held-out cases, each embedded by its fold's model
+    he = z["he"][test] / np.linalg.norm(z["he"][test], axis=1, keepdims=True)
+    ihc = z["ihc"][test] / np.linalg.norm(z["ihc"][test], axis=1, keepdims=True)
     paired = np.sum(he * ihc, axis=1)
     rng = np.random.default_rng(0)
     shuffled = np.concatenate([np.sum(he * ihc[rng.permutation(len(ihc))], axis=1)

@@ -56,8 +56,11 @@ def test_run_directory_holds_every_mode_and_fold(run: Path) -> None:
             p = float(r["p_low"]) + float(r["p_intermediate/high"])
             assert abs(p - 1) < 1e-4 and r["fold"] == str(doc["folds"]["folds"][r["case_id"]])
         emb = np.load(run / "embeddings" / f"{mode}.npz")
-        assert emb["he"].shape[0] == 12 and emb["he"].shape == emb["ihc"].shape
+        assert emb["he"].shape[0] == 24 and emb["he"].shape == emb["ihc"].shape  # 2 folds
         assert np.isfinite(emb["he"]).all() and np.isfinite(emb["ihc"]).all()
+        test = emb["split"] == "test"
+        assert sorted(emb["case_id"][test]) == [f"case{i:03d}" for i in range(12)]
+        assert (emb["split"][~test] == "train").all()
     assert not (run / "checkpoints").exists() or not any((run / "checkpoints").rglob("*.pt"))
     tiles = _rows(run / "predictions" / "patch-tiles.csv")
     assert len(tiles) == 12 * 10
@@ -65,10 +68,13 @@ def test_run_directory_holds_every_mode_and_fold(run: Path) -> None:
 
 
 def test_predictions_are_read_by_the_evaluation(run: Path) -> None:
+    from hsafast.evaluation.embeddings import read_embeddings
     from hsafast.evaluation.predictions import read_predictions
 
     preds = read_predictions(run / "predictions" / "slide.csv")
     assert len(preds) == 12 and set(preds.classes) == {"low", "intermediate/high"}
+    embeddings = read_embeddings(run / "embeddings" / "slide.npz")
+    assert embeddings.has_training_rows
 
 
 def test_trained_pool_gives_the_native_kernels_result(run: Path) -> None:

@@ -94,8 +94,9 @@ class FoldRunner:
     def _collect(
         self, model_of: dict[str, SlideModel], features: SlideFeatures, held: HeldOut
     ) -> None:
+        test = {c.case_id for c in self.test}
         for marker, model in model_of.items():
-            bags = self._bags(self.test, features, marker)
+            bags = self._bags(self.all, features, marker)
             if not bags:
                 continue
             outputs = evaluate_bags(model, bags, self.dist.device)
@@ -103,6 +104,7 @@ class FoldRunner:
                 held.add(
                     (bag.case_id, bag.patient_id, bag.marker, CLASSES[bag.label]),
                     self.fold,
+                    "test" if bag.case_id in test else "train",
                     outputs.probabilities[i],
                     outputs.he[i],
                     outputs.ihc[i],
@@ -259,18 +261,8 @@ class FoldRunner:
             # a random initialisation cannot be rebuilt from a name: store it
             in_bundle = frozen.weights_source is None
             return EncoderSpec.from_encoder(frozen, in_bundle), frozen if in_bundle else None
-        from hsafast.encoders.base import IMAGENET_MEAN, IMAGENET_STD
-
-        files = meta["files"]
-        spec = EncoderSpec(
-            name=files["name"],
-            hash=files["hash"],
-            dim=int(files["dim"]),
-            input_size=0,
-            mean=IMAGENET_MEAN,
-            std=IMAGENET_STD,
-        )
-        return spec, None
+        files = meta["files"]  # a registered name brings its input size and normalisation
+        return EncoderSpec.from_features(files["name"], files["hash"], int(files["dim"])), None
 
     def _training_info(self, mode: str, best: dict[str, Any]) -> dict[str, Any]:
         cfg = self.config

@@ -2,7 +2,8 @@
 
 ```
 predictions/<mode>.csv        case_id, patient_id, marker, fold, label, p_<class>..., predicted
-embeddings/<mode>.npz         case_id, patient_id, marker, label, fold, he (N x E), ihc (N x E)
+embeddings/<mode>.npz         case_id, patient_id, marker, label, fold, split, he (N x E),
+                              ihc (N x E): every case by every fold's model
 predictions/patch-tiles.csv   case_id, marker, fold, x, y, size_level0, positivity,
                               stain_target, target_weight   (held-out tiles, patch mode)
 ```
@@ -27,9 +28,12 @@ __all__ = ["HeldOut", "write_embeddings", "write_predictions", "write_tile_predi
 
 @dataclass
 class HeldOut:
-    """Held-out outputs of one mode, gathered over folds."""
+    """Outputs of one mode, gathered over folds: held-out predictions, and the slide
+    embeddings of every case by every fold's model (``split`` "test" where the fold held the
+    case out, "train" where it trained on it: what the paper's linear probe fits on)."""
 
     rows: list[dict[str, Any]] = field(default_factory=list)
+    embedded: list[dict[str, Any]] = field(default_factory=list)
     he: list[np.ndarray] = field(default_factory=list)
     ihc: list[np.ndarray] = field(default_factory=list)
     tiles: list[dict[str, Any]] = field(default_factory=list)
@@ -38,6 +42,7 @@ class HeldOut:
         self,
         case: tuple[str, str, str, str],
         fold: int,
+        split: str,
         probabilities: np.ndarray,
         he: np.ndarray,
         ihc: np.ndarray,
@@ -50,15 +55,15 @@ class HeldOut:
             "fold": fold,
             "label": label,
         }
+        self.embedded.append({**row, "split": split})
+        self.he.append(np.asarray(he, np.float32))
+        self.ihc.append(np.asarray(ihc, np.float32))
+        if split != "test":
+            return
         for c, p in zip(CLASSES, probabilities, strict=True):
             row[f"p_{c}"] = float(p)
         row["predicted"] = CLASSES[int(np.argmax(probabilities))]
         self.rows.append(row)
-        self.he.append(np.asarray(he, np.float32))
-        self.ihc.append(np.asarray(ihc, np.float32))
-
-    def sorted_index(self) -> list[int]:
-        return sorted(range(len(self.rows)), key=lambda i: str(self.rows[i]["case_id"]))
 
 
 def write_predictions(path: Path, held: HeldOut) -> None:
@@ -68,26 +73,24 @@ def write_predictions(path: Path, held: HeldOut) -> None:
     with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
-        for i in held.sorted_index():
-            row = dict(held.rows[i])
+        for row in sorted(held.rows, key=lambda r: r["case_id"]):
+            row = dict(row)
             for c in CLASSES:
                 row[f"p_{c}"] = f"{float(row[f'p_{c}']):.6f}"
             writer.writerow(row)
 
 
 def write_embeddings(path: Path, held: HeldOut) -> None:
-    order = held.sorted_index()
+    rows = held.embedded
+    order = sorted(range(len(rows)), key=lambda i: (rows[i]["fold"], rows[i]["case_id"]))
     path.parent.mkdir(parents=True, exist_ok=True)
-    columns = {
-        k: np.array([str(held.rows[i][k]) for i in order])
-        for k in ("case_id", "patient_id", "marker", "label")
-    }
     arrays: dict[str, Any] = {
-        **columns,
-        "fold": np.array([int(held.rows[i]["fold"]) for i in order], np.int64),
-        "he": np.stack([held.he[i] for i in order]),
-        "ihc": np.stack([held.ihc[i] for i in order]),
+        k: np.array([str(rows[i][k]) for i in order])
+        for k in ("case_id", "patient_id", "marker", "label", "split")
     }
+    arrays["fold"] = np.array([int(rows[i]["fold"]) for i in order], np.int64)
+    arrays["he"] = np.stack([held.he[i] for i in order])
+    arrays["ihc"] = np.stack([held.ihc[i] for i in order])
     with atomic_path(path) as tmp, tmp.open("wb") as f:
         np.savez(f, **arrays)
 
