@@ -8,6 +8,7 @@ import threading
 
 import numpy as np
 import pytest
+import torch
 
 from hsafast.cli import main
 from hsafast.embedding import EmbedConfig, embed_slide, encode_batches, grid_from_features
@@ -159,13 +160,15 @@ def test_config_checks_name_the_field():
 
 
 @pytest.mark.gpu
-def test_cuda_embeddings_match_the_cpu(cmu_svs, cmu_grid):
+def test_cuda_embeddings_match_the_cpu(cmu_svs, cmu_grid, monkeypatch):
+    # cuDNN convolutions default to TF32 (10-bit mantissa); compare in full float32
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     encoder = create_encoder("hsafast-cnn-s")
     cpu = embed_slide(cmu_svs, encoder, cmu_grid).features
     gpu = embed_slide(cmu_svs, encoder, cmu_grid, EmbedConfig(device="cuda")).features
     assert cpu is not None and gpu is not None
     worst = np.unravel_index(np.argmax(np.abs(gpu - cpu)), cpu.shape)
-    assert np.abs(gpu - cpu).max() <= 1e-3 * np.abs(cpu).max(), f"worst element {worst}"
+    assert np.abs(gpu - cpu).max() <= 1e-4 * np.abs(cpu).max(), f"worst element {worst}"
 
 
 def test_command_line(tmp_path, cmu_svs, capsys):
