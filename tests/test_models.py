@@ -57,7 +57,9 @@ def test_gated_head_pools_like_the_cuda_kernels():
     with torch.no_grad():
         pooled, _ = pool(torch.from_numpy(h))
     cuda_out = gated_attention_pool(torch.from_numpy(h).cuda(), pool.to_params(), engine="cuda")
-    assert_close(cuda_out.cpu().numpy(), pooled[0].numpy(), 1e-4, "module vs CUDA kernel")
+    # the GPU kernels project with 16-bit operands on tensor cores: hsafast.pooling's own
+    # CUDA-vs-CPU bound, 1e-2 of max|pooled|, applies
+    assert_close(cuda_out.cpu().numpy(), pooled[0].numpy(), 1e-2, "module vs CUDA kernel")
 
 
 def test_params_round_trip_through_safetensors(tmp_path):
