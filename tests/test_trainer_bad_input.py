@@ -107,7 +107,7 @@ def test_encoder_weights_of_the_wrong_shape(cohort: Path) -> None:
 
 
 # ---- feature files ------------------------------------------------------------------------
-def _write_features(root: Path, dim: int = 16, encoder: str = "uni") -> Path:
+def _write_features(root: Path, dim: int = 16, encoder: str = "lab-encoder") -> Path:
     folder = root / "features"
     folder.mkdir(exist_ok=True)
     rng = np.random.default_rng(0)
@@ -143,7 +143,7 @@ def test_feature_files_train_slide_mode(cohort: Path) -> None:
     from hsafast.bundle import ModelBundle
 
     bundle = ModelBundle.load(cohort / "out" / "models" / "slide" / "fold0")
-    assert bundle.encoder.name == "uni" and bundle.encoder.dim == 16
+    assert bundle.encoder.name == "lab-encoder" and bundle.encoder.dim == 16
     assert not bundle.encoder.in_bundle
 
 
@@ -168,7 +168,7 @@ def test_feature_files_of_other_widths_or_encoders(cohort: Path) -> None:
         patch_size=256,
         patch_size_level0=256,
         features=np.ones((3, 24), np.float32) * np.arange(24, dtype=np.float32),
-        encoder="uni",
+        encoder="lab-encoder",
     ).write(folder / f"{odd.ihc_path.stem}.h5")
     with pytest.raises(FeatureFileError, match="24-d but .* 16-d"):
         train(_files_config(cohort))
@@ -180,6 +180,9 @@ def test_feature_files_of_other_widths_or_encoders(cohort: Path) -> None:
         encoder="conch",
     ).write(folder / f"{odd.ihc_path.stem}.h5")
     with pytest.raises(FeatureFileError, match="encoder 'conch'"):
+        train(_files_config(cohort))
+    _write_features(cohort, encoder="uni")  # registered: UNI gives 1024-d features
+    with pytest.raises(FeatureFileError, match="16-d but encoder 'uni' gives 1024-d"):
         train(_files_config(cohort))
     (folder / f"{odd.he_path.stem}.h5").unlink()
     with pytest.raises(HsafastError, match="no feature file"):

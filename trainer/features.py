@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hsafast.bundle import EncoderSpec
 from hsafast.encoders.base import TileEncoder
-from hsafast.errors import FeatureFileError
+from hsafast.errors import FeatureFileError, HsafastError
 from hsafast.features import FeatureFile, read_feature_file
 
 from .checks import TrainingDataError
@@ -54,13 +55,17 @@ def features_from_files(
             pair.append(torch.from_numpy(np.asarray(ff.features[keep], np.float32)))
         out[case_id] = (pair[0], pair[1])
     assert first is not None
-    ref = first[1]
+    ref_path, ref = first
     assert ref.features is not None
     encoder = {
         "name": ref.encoder or "unknown",
         "hash": ref.encoder_hash,
         "dim": str(ref.features.shape[1]),
     }
+    try:  # a registered encoder's name must come with its width
+        EncoderSpec.from_features(encoder["name"], encoder["hash"], int(encoder["dim"]))
+    except HsafastError as exc:
+        raise FeatureFileError(exc.reason, ref_path) from None
     return out, encoder
 
 
