@@ -150,3 +150,16 @@ def test_load_config_resolves_paths_against_its_folder(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="tile_sise") as info:
         load_config(path)
     assert info.value.path == path
+
+
+def test_hsafast_loads_the_trainer_only_when_training() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, hsafast, hsafast.cli; hsafast.cli.build_parser(); "
+        "assert 'hsafast.trainer' not in sys.modules, 'trainer imported'; "
+        "import hsafast.trainer; assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
