@@ -23,7 +23,7 @@ from hsafast.evaluation.predictions import attach_labels, read_predictions
 from hsafast.evaluation.probe import ProbeConfig, probe_predictions
 from hsafast.evaluation.rundir import RunDir, mode_name
 
-__all__ = ["MarkerAnalysis", "ReportConfig", "RunAnalysis", "analyse_run"]
+__all__ = ["MarkerAnalysis", "ReportConfig", "RunAnalysis", "analyse_run", "main_mode"]
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,14 @@ class RunAnalysis:
             for m, a in self.markers.items()
             if mode in a.evaluations
         }
+
+
+def main_mode(a: MarkerAnalysis, baseline: str) -> str:
+    """The mode a marker's summary speaks of: slide mode, else the first non-baseline."""
+    modes = list(a.evaluations)
+    if "slide" in modes:
+        return "slide"
+    return next((m for m in modes if m != baseline), modes[0])
 
 
 def analyse_run(

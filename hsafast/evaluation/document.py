@@ -9,10 +9,34 @@ from __future__ import annotations
 
 import base64
 import html
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
-__all__ = ["Bullets", "Document", "Heading", "Image", "Paragraph", "Table"]
+__all__ = ["Bullets", "Document", "Heading", "Image", "Paragraph", "Table", "ci_text", "p_text"]
+
+
+class _Bounds(Protocol):
+    @property
+    def low(self) -> float: ...
+
+    @property
+    def high(self) -> float: ...
+
+
+def ci_text(interval: _Bounds) -> str:
+    """ "0.701-0.812", or "-" for an interval that could not be computed."""
+    if math.isnan(interval.low):
+        return "-"
+    return f"{interval.low:.3f}-{interval.high:.3f}"
+
+
+def p_text(p: float) -> str:
+    """A p-value as tables show it."""
+    if math.isnan(p):
+        return "-"
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
 @dataclass(frozen=True)

@@ -172,7 +172,7 @@ def example_png(
     for ax, (image, overlay, label) in zip(axes, panels, strict=True):
         ax.imshow(image)
         if overlay is not None:
-            shown = ax.imshow(overlay, cmap="inferno", vmin=0, vmax=1, alpha=0.6)
+            shown = ax.imshow(overlay, cmap="YlOrRd", vmin=0, vmax=1, alpha=0.55)
         ax.set(title=label, xticks=[], yticks=[])
     fig.colorbar(shown, ax=axes, fraction=0.02, pad=0.01, label="share of positive cells")
     fig.suptitle(title, fontsize=10)

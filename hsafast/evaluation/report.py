@@ -17,13 +17,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hsafast._fileio import atomic_write_text, safe_id
-from hsafast.errors import EvaluationError, HsafastError
-from hsafast.evaluation.analysis import MarkerAnalysis, ReportConfig, RunAnalysis, analyse_run
-from hsafast.evaluation.assess import Evaluation
+from hsafast._fileio import atomic_write_text
+from hsafast.errors import EvaluationError
+from hsafast.evaluation.analysis import ReportConfig, RunAnalysis, analyse_run, main_mode
 from hsafast.evaluation.bootstrap import Interval
-from hsafast.evaluation.document import Bullets, Document, Heading, Image, Paragraph, Table
-from hsafast.evaluation.paper import PAPER_WEIGHTED_F1, comparison_table
+from hsafast.evaluation.document import Bullets, Document, Heading, Paragraph, Table, p_text
+from hsafast.evaluation.paper import comparison_table
+from hsafast.evaluation.report_embeddings import (
+    alignment_section,
+    examples_section,
+    probe_section,
+)
+from hsafast.evaluation.report_results import marker_section, paper_protocol
 from hsafast.evaluation.rundir import RunDir, marker_name, mode_name, open_run
 
 __all__ = ["Report", "write_report"]
@@ -62,11 +67,11 @@ def write_report(
     _simulated(doc, run)
     _data(doc, analysis)
     for a in analysis.markers.values():
-        figures += _marker_section(doc, a, analysis, folder)
-    _paper_protocol(doc, analysis)
-    _alignment(doc, analysis, folder, figures)
-    _probe(doc, analysis)
-    figures += _examples(doc, analysis, folder)
+        figures += marker_section(doc, a, analysis, folder)
+    paper_protocol(doc, analysis)
+    alignment_section(doc, analysis, folder, figures)
+    probe_section(doc, analysis)
+    figures += examples_section(doc, analysis, folder)
     _reference(doc, analysis)
     _notes(doc, analysis)
     _methods(doc, analysis)
@@ -77,32 +82,6 @@ def write_report(
     atomic_write_text(html, doc.html(folder))
     atomic_write_text(summary, json.dumps(_summary_json(analysis), indent=1) + "\n")
     return Report(folder, markdown, html, summary, tuple(figures), analysis)
-
-
-# -- text helpers -----------------------------------------------------------------------------
-
-
-def _ci(i: Interval) -> str:
-    if math.isnan(i.low):
-        return "-"
-    return f"{i.low:.3f}-{i.high:.3f}"
-
-
-def _p(p: float) -> str:
-    if math.isnan(p):
-        return "-"
-    return "< 0.001" if p < 0.001 else f"{p:.3f}"
-
-
-def _main_mode(a: MarkerAnalysis, baseline: str) -> str:
-    modes = list(a.evaluations)
-    if "slide" in modes:
-        return "slide"
-    return next((m for m in modes if m != baseline), modes[0])
-
-
-def _counts(ev: Evaluation) -> str:
-    return ", ".join(f"{n} {c}" for c, n in ev.class_counts.items())
 
 
 # -- sections ----------------------------------------------------------------------------------
@@ -124,13 +103,14 @@ def _summary(doc: Document, analysis: RunAnalysis) -> None:
     unit = f"{folds}-fold cross-validation" if folds else "cross-validation"
     base = analysis.config.baseline
     for marker, a in analysis.markers.items():
-        main = _main_mode(a, base)
+        main = main_mode(a, base)
         ev = a.evaluations[main]
         f1 = ev.metrics["weighted_f1"]
+        interval = "no interval" if math.isnan(f1.low) else f"95% CI {f1.low:.2f}-{f1.high:.2f}"
         text = (
             f"For {marker_name(marker)}, {mode_name(main)} reached a weighted F1 of "
-            f"{f1.estimate:.2f} (95% CI {f1.low:.2f}-{f1.high:.2f}) on {ev.n_cases} held-out "
-            f"cases of {ev.n_patients} patients ({unit}, every patient's cases in one fold)."
+            f"{f1.estimate:.2f} ({interval}) on {ev.n_cases} held-out cases of "
+            f"{ev.n_patients} patients ({unit}, every patient's cases in one fold)."
         )
         comparison = a.comparisons.get(main)
         if comparison is not None:
@@ -154,7 +134,7 @@ def _summary(doc: Document, analysis: RunAnalysis) -> None:
                 " Its H&E and IHC embeddings of the same case were "
                 + ("closer than" if closer else "not clearly closer than")
                 + f" those of unrelated cases (cosine similarity {al.gap_mean.mean:+.2f} on "
-                f"average, p {_p(al.p_value)})."
+                f"average, p {p_text(al.p_value)})."
             )
         doc.add(Paragraph(text))
     doc.add(
@@ -201,7 +181,7 @@ def _data(doc: Document, analysis: RunAnalysis) -> None:
                 marker_name(marker),
                 str(ev.n_cases),
                 str(ev.n_patients),
-                _counts(ev),
+                ", ".join(f"{n} {c}" for c, n in ev.class_counts.items()),
                 str(len(folds)) if folds else "-",
                 ", ".join(mode_name(m) for m in a.evaluations),
             )
@@ -213,380 +193,6 @@ def _data(doc: Document, analysis: RunAnalysis) -> None:
             caption="Held-out cases evaluated, per marker",
         )
     )
-
-
-def _metric_table(ev: Evaluation, title: str) -> Table:
-    return Table(
-        ("Metric", "Estimate", "95% CI"),
-        tuple((label, f"{i.estimate:.3f}", _ci(i)) for label, i in ev.rows()),
-        caption=f"{title}: {ev.n_cases} cases, {ev.n_patients} patients; CI by resampling "
-        f"{ev.config.resample} (hsafast)",
-    )
-
-
-def _marker_section(
-    doc: Document, a: MarkerAnalysis, analysis: RunAnalysis, folder: Path
-) -> list[Path]:
-    from hsafast.evaluation.plots import confusion_png, intervals_png, roc_png
-
-    name = marker_name(a.marker)
-    key = safe_id(a.marker or "all")
-    figures = []
-    doc.add(Heading(f"{name}: results"))
-    for mode, ev in a.evaluations.items():
-        doc.add(_metric_table(ev, f"{name}, {mode_name(mode)}"))
-    roc = roc_png(
-        {mode_name(m): ev for m, ev in a.evaluations.items()},
-        f"{name}: ROC of held-out cases",
-        folder / f"roc_{key}.png",
-    )
-    figures.append(roc)
-    doc.add(Image(roc.name, f"{name}: ROC curves of the held-out predictions pooled over folds"))
-    cm = confusion_png(
-        {mode_name(m): ev for m, ev in a.evaluations.items()},
-        f"{name}: confusion matrices",
-        folder / f"confusion_{key}.png",
-    )
-    figures.append(cm)
-    doc.add(Image(cm.name, f"{name}: confusion matrices (count and share of each true class)"))
-    rows: list[tuple[str, Interval | tuple[float, float, float]]] = [
-        (mode_name(m), ev.metrics["weighted_f1"]) for m, ev in a.evaluations.items()
-    ]
-    if a.marker in PAPER_WEIGHTED_F1:
-        rows.append(("paper (different, real data)", PAPER_WEIGHTED_F1[a.marker]))
-    forest = intervals_png(
-        rows, f"{name}: weighted F1", "weighted F1 (95% CI)", folder / f"weighted_f1_{key}.png"
-    )
-    figures.append(forest)
-    doc.add(Image(forest.name, f"{name}: weighted F1 with 95% intervals"))
-    _comparisons(doc, a, analysis)
-    _folds(doc, a)
-    return figures
-
-
-def _comparisons(doc: Document, a: MarkerAnalysis, analysis: RunAnalysis) -> None:
-    if not a.comparisons:
-        return
-    base = mode_name(analysis.config.baseline)
-    rows = []
-    for comparison in a.comparisons.values():
-        d = comparison.difference
-        rows.append(
-            (
-                comparison.model,
-                "paired bootstrap of the weighted F1 difference (hsafast)",
-                f"{d.estimate:+.3f} (95% CI {d.low:+.3f} to {d.high:+.3f}); "
-                f"one-sided p {_p(comparison.p_bootstrap)}",
-            )
-        )
-        rows.append(
-            (
-                comparison.model,
-                f"Wilcoxon signed-rank over {len(comparison.fold_pairs)} folds, two-sided "
-                "(hsafast)",
-                f"p {_p(comparison.fold_p_value)} (smallest possible {_p(comparison.fold_min_p)})",
-            )
-        )
-        for t in comparison.true_class_tests:
-            rows.append(
-                (
-                    comparison.model,
-                    f"Wilcoxon signed-rank, P(true class) on the {t.n} '{t.true_class}' cases, "
-                    "one-sided (paper)",
-                    f"median {t.median_new:.3f} vs {t.median_baseline:.3f}; p {_p(t.p_value)}",
-                )
-            )
-    doc.add(
-        Table(
-            ("Model", "Test against the " + base, "Result"),
-            tuple(rows),
-            caption=f"{marker_name(a.marker)}: each model against the {base} on the same cases",
-        )
-    )
-
-
-def _folds(doc: Document, a: MarkerAnalysis) -> None:
-    folds = sorted({f for ev in a.evaluations.values() for f in ev.per_fold})
-    if not folds:
-        return
-    rows = []
-    for f in folds:
-        first = next(iter(a.evaluations.values()))
-        n = int((first.predictions.folds == f).sum())
-        cells = [
-            f"{ev.per_fold[f]['weighted_f1']:.3f}" if f in ev.per_fold else "-"
-            for ev in a.evaluations.values()
-        ]
-        rows.append((str(f), str(n), *cells))
-    doc.add(
-        Table(
-            ("Fold", "Cases", *(mode_name(m) for m in a.evaluations)),
-            tuple(rows),
-            caption=f"{marker_name(a.marker)}: weighted F1 per fold (hsafast)",
-        )
-    )
-
-
-def _paper_protocol(doc: Document, analysis: RunAnalysis) -> None:
-    doc.add(Heading("The paper's protocol"))
-    doc.add(
-        Paragraph(
-            "As HistoStainAlign evaluates: the held-out predictions of all folds pooled, "
-            "weighted F1 with a 1000-resample percentile bootstrap interval that resamples "
-            "cases (slides), and the one-sided Wilcoxon tests above marked (paper). "
-            "Resampling cases treats slides of one patient as independent; where patients "
-            "have several slides these intervals are too narrow, which is why hsafast's "
-            "tables resample patients."
-        )
-    )
-    rows = []
-    for marker, a in analysis.markers.items():
-        for mode, ev in a.paper.items():
-            f1, auc = ev.metrics["weighted_f1"], ev.metrics["auc"]
-            rows.append(
-                (
-                    marker_name(marker),
-                    mode_name(mode),
-                    f"{f1.estimate:.3f}",
-                    _ci(f1),
-                    f"{auc.estimate:.3f}" if not math.isnan(auc.estimate) else "-",
-                    _ci(auc),
-                )
-            )
-    doc.add(
-        Table(
-            ("Marker", "Model", "Weighted F1", "95% CI", "AUC", "95% CI"),
-            tuple(rows),
-            caption="Paper's protocol: pooled folds, bootstrap resampling cases",
-        )
-    )
-
-
-def _alignment(doc: Document, analysis: RunAnalysis, folder: Path, figures: list[Path]) -> None:
-    from hsafast.evaluation.plots import embedding_map_png
-
-    if not any(a.alignment for a in analysis.markers.values()):
-        return
-    doc.add(Heading("Alignment of H&E and IHC embeddings"))
-    doc.add(
-        Paragraph(
-            "Cosine similarity of each held-out case's H&E slide embedding with its own IHC "
-            "embedding (paired) and, on average, with the IHC embeddings of other patients' "
-            "cases of the same marker and fold (shuffled); the gap is paired minus shuffled. "
-            "Means with Student-t 95% intervals as the paper; the p of paired > shuffled is a "
-            "one-sided Wilcoxon signed-rank test (hsafast); 'vs baseline' is the paper's "
-            "one-sided Wilcoxon test that the model's gaps exceed the baseline's."
-        )
-    )
-    rows, recall_rows = [], []
-    for marker, a in analysis.markers.items():
-        for mode, al in a.alignment.items():
-            rows.append(
-                (
-                    marker_name(marker),
-                    mode_name(mode),
-                    str(al.paired_mean),
-                    str(al.shuffled_mean),
-                    str(al.gap_mean),
-                    _p(al.p_value),
-                    _p(a.alignment_vs_baseline.get(mode, math.nan)),
-                )
-            )
-            for direction, recall in al.recall.items():
-                recall_rows.append(
-                    (
-                        marker_name(marker),
-                        mode_name(mode),
-                        direction,
-                        *(f"{recall[k]:.2f} ({al.chance[k]:.2f})" for k in sorted(recall)),
-                    )
-                )
-    doc.add(
-        Table(
-            (
-                "Marker",
-                "Model",
-                "Paired",
-                "Shuffled",
-                "Gap",
-                "p paired > shuffled",
-                "p vs baseline",
-            ),
-            tuple(rows),
-            caption="Cosine similarity of slide embeddings, mean (95% CI)",
-        )
-    )
-    ks = sorted(
-        next(
-            iter(next(a for a in analysis.markers.values() if a.alignment).alignment.values())
-        ).recall["H&E to IHC"]
-    )
-    doc.add(
-        Table(
-            ("Marker", "Model", "Query to candidates", *(f"Recall@{k} (chance)" for k in ks)),
-            tuple(recall_rows),
-            caption="Cross-modal retrieval within each fold and marker (hsafast): share of "
-            "cases whose own partner is among the k most similar",
-        )
-    )
-    if analysis.config.embedding_map == "none":
-        return
-    for marker, a in analysis.markers.items():
-        for mode in [_main_mode(a, analysis.config.baseline), analysis.config.baseline]:
-            if mode not in a.embeddings:
-                continue
-            path = folder / f"embeddings_{safe_id(marker or 'all')}_{mode}.png"
-            embedding_map_png(
-                a.embeddings[mode],
-                marker,
-                f"{marker_name(marker)}, {mode_name(mode)}: held-out slide embeddings",
-                path,
-                method=analysis.config.embedding_map,
-                seed=analysis.config.evaluation.seed,
-            )
-            figures.append(path)
-            method = "UMAP" if analysis.config.embedding_map == "umap" else "PCA"
-            doc.add(
-                Image(
-                    path.name,
-                    f"{marker_name(marker)}, {mode_name(mode)}: {method} map "
-                    "per fold; circles H&E, triangles IHC, colour = label, grey lines "
-                    "join the two stains of a case",
-                )
-            )
-
-
-def _probe(doc: Document, analysis: RunAnalysis) -> None:
-    probe = analysis.config.probe
-    if probe is None:
-        return
-    doc.add(Heading("Linear probe on frozen slide embeddings"))
-    rows = []
-    for marker, a in analysis.markers.items():
-        for mode, ev in a.probe.items():
-            paper = a.probe_paper[mode].metrics["weighted_f1"]
-            f1 = ev.metrics["weighted_f1"]
-            chosen = ", ".join(f"{c:.2g}" for c in a.probe_c.get(mode, []))
-            rows.append(
-                (
-                    marker_name(marker),
-                    mode_name(mode),
-                    f"{f1.estimate:.3f}",
-                    _ci(paper),
-                    _ci(f1),
-                    chosen,
-                )
-            )
-    search = (
-        "the paper's search (40 random values of 100 log-spaced C in 1e-3..1e2, inner folds "
-        "by case)"
-        if probe.search == "random"
-        else f"{probe.grid_points} log-spaced values of C in {probe.c_min:g}..{probe.c_max:g}, "
-        f"inner folds by {'patient' if probe.group_by_patient else 'case'} (hsafast)"
-    )
-    doc.add(
-        Paragraph(
-            "Per fold, the H&E slide embeddings that the fold's model gives its training cases "
-            "are standardised and fit a class-balanced logistic regression; C is chosen by "
-            f"{probe.inner_folds}-fold inner cross-validation on average precision over "
-            f"{search}; the held-out cases are predicted and pooled over folds."
-        )
-    )
-    if rows:
-        doc.add(
-            Table(
-                (
-                    "Marker",
-                    "Embeddings of",
-                    "Weighted F1",
-                    "95% CI (cases, paper)",
-                    "95% CI (patients, hsafast)",
-                    "C chosen per fold",
-                ),
-                tuple(rows),
-                caption="Linear probe, held-out predictions pooled over folds",
-            )
-        )
-    else:
-        doc.add(Paragraph("No probe could be fitted; the notes say why."))
-
-
-def _examples(doc: Document, analysis: RunAnalysis, folder: Path) -> list[Path]:
-    from hsafast.evaluation.examples import example_png, pick_examples
-
-    tiles = analysis.tiles
-    if tiles is None:
-        return []
-    doc.add(Heading("Patch mode: maps beside the registered IHC"))
-    rows = [
-        (
-            marker_name(m),
-            f"{a.tile_agreement[0]:.3f}" if not math.isnan(a.tile_agreement[0]) else "-",
-            str(a.tile_agreement[1]),
-        )
-        for m, a in analysis.markers.items()
-        if a.tile_agreement is not None
-    ]
-    doc.add(
-        Table(
-            ("Marker", "Spearman rho", "Tiles"),
-            tuple(rows),
-            caption="Predicted positivity of held-out H&E tiles against the share of positive "
-            "cells read from the registered IHC tile (tiles with a target)",
-        )
-    )
-    if analysis.config.examples == 0:
-        return []
-    cases = _manifest_cases(analysis.run)
-    figures = []
-    for marker, a in analysis.markers.items():
-        ev = a.evaluations.get("patch")
-        if ev is None:
-            continue
-        p = ev.predictions
-        confidence = p.probabilities.max(axis=1)
-        for case_id in pick_examples(
-            p.case_ids, p.labels, p.predicted, confidence, tiles, analysis.config.examples
-        ):
-            i = p.case_ids.index(case_id)
-            slides = cases.get(case_id) if analysis.config.register_examples else None
-            registration = analysis.run.root / "registration" / f"{safe_id(case_id)}.json"
-            path = folder / f"example_{safe_id(case_id)}.png"
-            try:
-                png, how = example_png(
-                    tiles,
-                    case_id,
-                    f"{marker_name(marker)}, case {case_id}: label {p.labels[i]}, "
-                    f"predicted {p.predicted[i]} ({confidence[i]:.2f})",
-                    path,
-                    slides=slides,
-                    registration=registration if registration.is_file() else None,
-                )
-            except HsafastError as exc:
-                a.notes.append(f"example {case_id}: {exc.reason}")
-                continue
-            figures.append(png)
-            doc.add(
-                Image(
-                    png.name,
-                    f"{marker_name(marker)}, case {case_id}: predicted "
-                    f"positivity (left), the IHC (middle), the IHC-derived map (right); "
-                    f"{how}",
-                )
-            )
-    return figures
-
-
-def _manifest_cases(run: RunDir) -> dict[str, tuple[Path, Path]]:
-    from hsafast.manifest import read_manifest
-
-    manifest = run.manifest
-    if manifest is None or not manifest.is_file():
-        return {}
-    try:
-        return {c.case_id: (c.he_path, c.ihc_path) for c in read_manifest(manifest).cases}
-    except HsafastError:
-        return {}
 
 
 def _reference(doc: Document, analysis: RunAnalysis) -> None:
