@@ -122,7 +122,15 @@ def train(config: TrainConfig) -> RunSummary:
     # prepare on rank 0; the others then find every case in the cache
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        paths, failures = prepare_cases(cases, config.data, config.data.labels, config.cache_dir)
+        t_prep = time.perf_counter()
+
+        def progress(done: int, total: int) -> None:
+            elapsed = time.perf_counter() - t_prep
+            log.info("prepared %d/%d cases (%.0f s)", done, total, elapsed)
+
+        paths, failures = prepare_cases(
+            cases, config.data, config.data.labels, config.cache_dir, progress
+        )
     dist.barrier()
     if not dist.is_main:
         paths, failures = prepare_cases(cases, config.data, config.data.labels, config.cache_dir)
