@@ -119,7 +119,9 @@ def train(config: TrainConfig) -> RunSummary:
         if reason:
             raise TrainingDataError(f'data.pipeline = "dali": {reason}')
 
-    # prepare on rank 0; the others then find every case in the cache
+    # prepare on rank 0, which tells the others where each case is
+    paths: dict[str, Path] = {}
+    failures: list[Any] = []
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
         t_prep = time.perf_counter()
@@ -131,9 +133,7 @@ def train(config: TrainConfig) -> RunSummary:
         paths, failures = prepare_cases(
             cases, config.data, config.data.labels, config.cache_dir, progress
         )
-    dist.barrier()
-    if not dist.is_main:
-        paths, failures = prepare_cases(cases, config.data, config.data.labels, config.cache_dir)
+    paths, failures = dist.broadcast_object((paths, failures))
     if failures and dist.is_main:
         _write_failures(out / "failures.csv", failures)
     prepared = [PreparedCase.load(paths[c.case_id]) for c in cases if c.case_id in paths]
@@ -178,12 +178,13 @@ def train(config: TrainConfig) -> RunSummary:
         runner = FoldRunner(config, plan, fold, ordered, dist)
         features = fixed
         if "patch" in config.modes:
-            features, tput = runner.patch(held["patch"])
+            patch_features, tput = runner.patch(held["patch"])
             if tput:
                 tiles_per_second.append(tput)
-        assert features is not None or not slide_modes
+            if config.slide.features == "patch-encoder":
+                features = patch_features
         for mode in slide_modes:
-            assert features is not None
+            assert features is not None  # config validation guarantees a source
             runner.slide_level(mode, features, held[mode], encoder_meta)
 
     summary = RunSummary(out, len(prepared), len(failures), config.folds, config.modes)
