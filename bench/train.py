@@ -87,9 +87,10 @@ def _throughput(
         done = 0
         while done < count:
             for b in pairs.epoch(epoch, batch, 0, Dist(), True):
-                if dali is None:
-                    x_he = he_enc.preprocess(apply_ops(b.he, b.ops)).to(device, non_blocking=True)
-                    x_ihc = he_enc.preprocess(apply_ops(b.ihc, b.ops)).to(device, non_blocking=True)
+                if dali is None:  # as the trainer: uint8 to the device, then transform
+                    ops = b.ops.to(device)
+                    x_he = he_enc.preprocess(apply_ops(b.he.to(device), ops))
+                    x_ihc = he_enc.preprocess(apply_ops(b.ihc.to(device), ops))
                 else:
                     x_he, x_ihc = (
                         resize_tiles(x, he_enc.input_size).contiguous(
