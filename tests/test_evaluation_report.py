@@ -110,13 +110,23 @@ def test_missing_labels_stop_the_report_or_are_listed(tmp_path: Path) -> None:
     assert "linear probe of slide mode not run" in text
 
 
-def test_a_run_without_run_json_is_not_called_simulated(tmp_path: Path) -> None:
+def test_a_run_without_run_json_is_not_called_simulated_and_reruns_identically(
+    tmp_path: Path,
+) -> None:
     run = make_run_dir(tmp_path / "run", n_patients=25, modes={"slide": 2.0})
     (run / "run.json").unlink()
-    text = write_report(run, tmp_path / "out", config=NO_PROBE).markdown.read_text()
+    first = write_report(run, tmp_path / "out", config=NO_PROBE)
+    text = first.markdown.read_text()
     assert "Nothing in the run directory says that its slides were simulated" in text
     assert "no run.json" in text
     assert "simulated (" not in text
+    again = write_report(run, tmp_path / "again", config=NO_PROBE)  # a rerun: the same bytes
+    for a, b in zip(
+        (first.markdown, first.summary, *first.figures),
+        (again.markdown, again.summary, *again.figures),
+        strict=True,
+    ):
+        assert a.read_bytes() == b.read_bytes(), a.name
 
 
 def test_comparison_table_for_the_demo() -> None:

@@ -25,6 +25,7 @@ from hsafast.errors import EvaluationError
 from hsafast.evaluation.assess import Evaluation
 from hsafast.evaluation.bootstrap import Interval, bootstrap, cluster_index, percentile_interval
 from hsafast.evaluation.metrics import METRIC_LABELS, weighted_metrics
+from hsafast.evaluation.predictions import Predictions
 
 __all__ = ["Comparison", "TrueClassTest", "compare_models"]
 
@@ -111,7 +112,7 @@ def compare_models(
     )
 
 
-def _aligned(new: Evaluation, baseline: Evaluation):  # -> tuple[Predictions, Predictions]
+def _aligned(new: Evaluation, baseline: Evaluation) -> tuple[Predictions, Predictions]:
     a, b = new.predictions, baseline.predictions
     if a.classes != b.classes:
         raise EvaluationError(f"the models' classes differ: {a.classes} vs {b.classes}")
@@ -145,7 +146,9 @@ def _fold_wilcoxon(pairs: dict[int, tuple[float, float]], notes: list[str]) -> f
         return float(wilcoxon(diffs, alternative="two-sided").pvalue)
 
 
-def _true_class_tests(a, b, y_true: np.ndarray, notes: list[str]) -> tuple[TrueClassTest, ...]:
+def _true_class_tests(
+    a: Predictions, b: Predictions, y_true: np.ndarray, notes: list[str]
+) -> tuple[TrueClassTest, ...]:
     from scipy.stats import wilcoxon
 
     tests = []

@@ -198,8 +198,8 @@ def read_predictions(path: str | os.PathLike[str]) -> Predictions:
         raise EvaluationError("no predictions", path)
     proba = np.empty((len(rows), len(classes)))
     folds = np.full(len(rows), -1, dtype=np.int64)
-    for i, row in enumerate(rows, start=0):
-        line = i + 2
+    for i, row in enumerate(rows):
+        line = i + 2  # the header is line 1
         if not row.get("case_id"):
             raise EvaluationError(f"line {line}: empty case_id", path)
         try:
