@@ -146,3 +146,18 @@ def test_transformer_aggregator_trains(cohort: Path, tmp_path: Path) -> None:
     bundle = ModelBundle.load(out / "models" / "slide" / "fold1")
     assert bundle.model_config["aggregator"] == "transformer"
     shutil.rmtree(out)
+
+
+def test_a_changed_configuration_is_not_resumed(cohort: Path, tmp_path: Path) -> None:
+    from hsafast.trainer.checks import TrainingDataError
+
+    out = tmp_path / "run"
+    quick = dict(modes=("mean-pool",), slide={"features": "encoder"})
+    train(run_config(cohort, out, **quick))
+    changed = dict(modes=("mean-pool",), slide={"features": "encoder", "head_dropout": 0.3})
+    with pytest.raises(TrainingDataError, match="another configuration") as info:
+        train(run_config(cohort, out, **changed))
+    assert info.value.path == out / "run.json"
+    train(run_config(cohort, out, resume=False, **changed))
+    bundle = ModelBundle.load(out / "models" / "mean-pool" / "fold0")
+    assert bundle.model_config["head_dropout"] == 0.3

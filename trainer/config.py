@@ -288,7 +288,8 @@ class TrainConfig:
     threads: int = 0
     """PyTorch CPU threads (0: leave PyTorch's default)."""
     resume: bool = True
-    """Continue from the last checkpoint of an interrupted run; finished folds are skipped."""
+    """Continue an interrupted run of the same configuration and folds from its checkpoints
+    (finished folds are skipped); False removes the run's models and checkpoints first."""
     data: DataConfig = field(default_factory=DataConfig)
     """Tiles, pairs, labels and targets."""
     encoder: EncoderConfig = field(default_factory=EncoderConfig)

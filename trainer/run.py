@@ -18,6 +18,7 @@ an interrupted fold resumes from its last checkpoint.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import os
@@ -150,8 +151,11 @@ def train(config: TrainConfig) -> RunSummary:
     )
     by_id = {p.case_id: p for p in prepared}
     ordered = [by_id[c] for c in plan.case_ids]
+    fingerprint = _fingerprint(config, plan.to_dict())
     if dist.is_main:
-        _write_run_json(out, config, plan.to_dict(), ordered, failures)
+        _start_or_resume(out, config, fingerprint)
+        _write_run_json(out, config, plan.to_dict(), ordered, failures, fingerprint)
+    dist.barrier()
 
     fixed: SlideFeatures | None = None
     encoder_meta: dict[str, Any] = {}
@@ -206,16 +210,53 @@ def train(config: TrainConfig) -> RunSummary:
     return summary
 
 
+#: Settings that do not change what a run trains (where it runs, whether it resumes).
+_NOT_FINGERPRINTED = ("out", "device", "threads", "resume")
+
+
+def _fingerprint(config: TrainConfig, folds: dict[str, Any]) -> str:
+    """Hash of what the models depend on: the configuration and the fold plan."""
+    settings = {k: v for k, v in config.to_dict().items() if k not in _NOT_FINGERPRINTED}
+    settings["data"] = {k: v for k, v in settings["data"].items() if k not in ("cache", "workers")}
+    text = json.dumps({"config": settings, "folds": folds}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _start_or_resume(out: Path, config: TrainConfig, fingerprint: str) -> None:
+    """Resume only a run of the same configuration and folds; ``resume=False`` clears the
+    run's models, checkpoints and features (the prepared cases stay)."""
+    trained = [out / name for name in ("models", "checkpoints", "features")]
+    if not config.resume:
+        for folder in trained:
+            shutil.rmtree(folder, ignore_errors=True)
+        return
+    previous = out / "run.json"
+    if not previous.is_file() or not any(folder.exists() for folder in trained):
+        return
+    try:
+        recorded = json.loads(previous.read_text()).get("fingerprint")
+    except (OSError, ValueError):
+        recorded = None
+    if recorded != fingerprint:
+        raise TrainingDataError(
+            "this run directory holds models of another configuration or fold plan; "
+            "resuming would mix them (use another --out, or --no-resume to start afresh)",
+            previous,
+        )
+
+
 def _write_run_json(
     out: Path,
     config: TrainConfig,
     folds: dict[str, Any],
     prepared: list[PreparedCase],
     failures: list[Any],
+    fingerprint: str,
 ) -> None:
     from hsafast._fileio import atomic_write_text
 
     doc = {
+        "fingerprint": fingerprint,
         "config": config.to_dict(),
         "manifest": str(config.manifest),
         "versions": _versions(),

@@ -24,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         dest="resume",
         action="store_false",
         default=None,
-        help="start every fold afresh instead of resuming from checkpoints",
+        help="start afresh: remove the run's models and checkpoints (prepared cases stay)",
     )
 
 
