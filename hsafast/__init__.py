@@ -54,8 +54,23 @@ _EXPORTS = {
     "RegistrationConfig": "hsafast.registration",
     "paired_tiles": "hsafast.registration",
     "load_registration": "hsafast.registration",
+    "Scorer": "hsafast.scoring",
+    "ScoringOptions": "hsafast.scoring",
+    "SlideResult": "hsafast.scoring",
+    "SlideInfo": "hsafast.scoring",
     "make_cohort": "hsafast.synth",
     "load_truth": "hsafast.synth",
+    "evaluate": "hsafast.evaluation",
+    "EvaluationError": "hsafast.errors",
+    "EvaluationConfig": "hsafast.evaluation",
+    "patient_folds": "hsafast.evaluation",
+    "write_report": "hsafast.evaluation",
+    "EncoderError": "hsafast.errors",
+    "BundleError": "hsafast.errors",
+    "list_encoders": "hsafast.encoders",
+    "create_encoder": "hsafast.encoders",
+    "ModelBundle": "hsafast.bundle",
+    "embed_slide": "hsafast.embedding",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
@@ -75,13 +90,20 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from hsafast.bundle import ModelBundle
+    from hsafast.embedding import embed_slide
+    from hsafast.encoders import create_encoder, list_encoders
     from hsafast.errors import (
+        BundleError,
+        EncoderError,
+        EvaluationError,
         HsafastError,
         InvalidParameterError,
         MissingPixelSizeError,
         NoTissueError,
         SlideError,
     )
+    from hsafast.evaluation import EvaluationConfig, evaluate, patient_folds, write_report
     from hsafast.info import build_info, installation_info
     from hsafast.manifest import Manifest, read_manifest
     from hsafast.pooling import GatedAttentionParams, PoolState, gated_attention_pool
@@ -92,6 +114,7 @@ if TYPE_CHECKING:
         paired_tiles,
         register,
     )
+    from hsafast.scoring import Scorer, ScoringOptions, SlideInfo, SlideResult
     from hsafast.slides import Slide, open_slide
     from hsafast.stain import (
         Marker,

@@ -53,3 +53,23 @@ class RegistrationError(HsafastError):
 
 class PoolingError(HsafastError, ValueError):
     """Attention pooling was given empty, non-finite or mis-shaped input."""
+
+
+class EncoderError(HsafastError):
+    """A tile encoder is unknown, cannot be built, or its weights are missing."""
+
+
+class EncoderWeightsError(EncoderError):
+    """An encoder's weights file is unreadable or does not fit the architecture."""
+
+
+class BundleError(HsafastError):
+    """A model bundle is malformed, incomplete or inconsistent with its encoder."""
+
+
+class EngineError(HsafastError):
+    """An inference engine is not installed, cannot run the model, or returned NaN/Inf."""
+
+
+class EvaluationError(HsafastError, ValueError):
+    """Predictions and labels cannot be evaluated: mismatched cases, missing labels, bad values."""

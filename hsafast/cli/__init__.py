@@ -18,7 +18,19 @@ import threading
 from collections.abc import Sequence
 
 #: Sub-command modules under hsafast.cli, in the order ``--help`` lists them.
-COMMANDS = ("info", "tissue", "tile", "quantify", "register", "synth", "demo")
+COMMANDS = (
+    "info",
+    "tissue",
+    "tile",
+    "embed",
+    "quantify",
+    "register",
+    "synth",
+    "train",
+    "score",
+    "evaluate",
+    "demo",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
