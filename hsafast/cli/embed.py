@@ -11,10 +11,11 @@ whose file exists with features of the same encoder and weights is skipped unles
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
-from hsafast.cli.tissue import add_tissue_options, tissue_config, usage_error
+from hsafast.cli.common import add_pixel_options, add_tissue_options, tissue_config
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -43,6 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--precision", default="fp32", choices=("fp32", "bf16", "fp16"), help="(default: fp32)"
     )
+    add_pixel_options(p)
     add_tissue_options(p)
     p.add_argument("--overwrite", action="store_true", help="redo slides already done")
     p.set_defaults(func=run)
@@ -50,26 +52,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hsafast._fileio import safe_id
-    from hsafast.cli.batch import collect_slides, run_batch
+    from hsafast.cohort import slide_items
     from hsafast.embedding import EmbedConfig, embed_slide
     from hsafast.encoders import create_encoder
     from hsafast.errors import FeatureFileError, HsafastError
     from hsafast.features import read_feature_file
 
-    try:
-        tissue = tissue_config(args)
-        config = EmbedConfig(
-            target_mpp=args.target_mpp,
-            tile_size=args.size,
-            min_tissue=args.min_tissue,
-            batch_size=args.batch_size,
-            workers=args.reader_threads,
-            device=args.device,
-            precision=args.precision,
-        )
-        encoder = create_encoder(args.encoder, weights=args.weights)
-    except HsafastError as exc:
-        return usage_error(str(exc))
+    tissue = tissue_config(args)
+    config = EmbedConfig(
+        target_mpp=args.target_mpp,
+        tile_size=args.size,
+        min_tissue=args.min_tissue,
+        batch_size=args.batch_size,
+        workers=args.reader_threads,
+        device=args.device,
+        precision=args.precision,
+    )
+    encoder = create_encoder(args.encoder, weights=args.weights)
     out_dir: Path = args.out
     stains = _manifest_stains(args.inputs)
     encoded = {"tiles": 0, "seconds": 0.0}
@@ -106,14 +105,25 @@ def run(args: argparse.Namespace) -> int:
         return True
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    report = run_batch(collect_slides(args.inputs), step, what="slides embedded", out_dir=out_dir)
+    done = skipped = 0
+    failed = []
+    for item in slide_items(args.inputs):
+        try:
+            if step(item.path):
+                done += 1
+            else:
+                skipped += 1
+        except HsafastError as exc:
+            failed.append(item.path)
+            print(f"error: {item.path}: {exc.reason}", file=sys.stderr)
+    print(f"hsafast embed: {done} slides embedded, {skipped} already done, {len(failed)} failed")
     if encoded["tiles"]:
         rate = encoded["tiles"] / max(encoded["seconds"], 1e-9)
         print(
             f"hsafast: {encoded['tiles']} tiles encoded by {encoder.name} "
             f"(weights {encoder.weights_hash[:12]}) at {rate:.0f} tiles/s"
         )
-    return report.exit_code
+    return 1 if failed else 0
 
 
 def _manifest_stains(inputs: list[str]) -> dict[Path, str]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hsafast.cli.tissue import add_tissue_options, tissue_config, usage_error
+from hsafast.cli.common import add_pixel_options, add_tissue_options, tissue_config
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -42,38 +42,32 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--encoder-weights", type=Path, default=None, help="weights file of a registered encoder"
     )
     p.add_argument("--no-heatmaps", action="store_true", help="write no GeoJSON or PNG heatmaps")
+    add_pixel_options(p)
     add_tissue_options(p)
     p.add_argument("--overwrite", action="store_true", help="redo slides already done")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from hsafast.errors import HsafastError
     from hsafast.scoring import Scorer, ScoringOptions
 
-    try:
-        options = ScoringOptions(
-            batch_size=args.batch_size,
-            min_tissue=args.min_tissue,
-            workers=args.workers,
-            slide_mpp=args.slide_mpp,
-        )
-        scorer = Scorer(
-            args.bundle,
-            args.engine,
-            args.device,
-            options=options,
-            tissue=tissue_config(args),
-            encoder_weights=args.encoder_weights,
-        )
-    except HsafastError as exc:
-        return usage_error(str(exc))
-    try:
-        report = scorer.score_many(
-            args.inputs, args.out, heatmaps=not args.no_heatmaps, overwrite=args.overwrite
-        )
-    except HsafastError as exc:
-        return usage_error(str(exc))
+    options = ScoringOptions(
+        batch_size=args.batch_size,
+        min_tissue=args.min_tissue,
+        workers=args.workers,
+        slide_mpp=args.slide_mpp,
+    )
+    scorer = Scorer(
+        args.bundle,
+        args.engine,
+        args.device,
+        options=options,
+        tissue=tissue_config(args),
+        encoder_weights=args.encoder_weights,
+    )
+    report = scorer.score_many(
+        args.inputs, args.out, heatmaps=not args.no_heatmaps, overwrite=args.overwrite
+    )
     print(f"stages: {scorer.stage_summary()}")
     print(report.summary())
     return report.exit_code

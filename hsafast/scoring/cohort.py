@@ -79,7 +79,7 @@ def cohort_items(inputs: Any) -> list[tuple[str, Path]]:
     A manifest's slides are named by case_id; files by their sanitised stem.
     """
     from hsafast._fileio import safe_id
-    from hsafast.cli.batch import SLIDE_SUFFIXES
+    from hsafast.cohort import SLIDE_SUFFIXES
     from hsafast.manifest import is_manifest, read_manifest
 
     if isinstance(inputs, str | os.PathLike):
