@@ -43,14 +43,18 @@ def test_flags_mean_one_thing_across_commands() -> None:
         name: {s for a in p._actions for s in a.option_strings}
         for name, p in sub.choices.items()  # type: ignore[attr-defined]
     }
-    for name in ("tissue", "tile", "quantify", "register"):
+    for name in ("tissue", "tile", "embed", "quantify", "register", "score"):
         assert {"--out", "--workers", "--executor", "--ray-address", "--overwrite"} <= options[name]
         assert {"--slide-mpp", "--force-slide-mpp", "-v"} <= options[name]
         assert "--mpp" not in options[name] and "--size" not in options[name]
-    for name in ("tissue", "tile", "quantify", "info"):
+    for name in ("tissue", "tile", "embed", "quantify", "score", "info"):
         assert "--recursive" in options[name]
-    for name in ("tile", "quantify"):
+    for name in ("tile", "embed", "quantify"):
         assert {"--target-mpp", "--tile-size"} <= options[name]
+    for name in ("embed", "score"):
+        assert "--reader-threads" in options[name]  # --workers is slides at once
+    for name in COMMANDS:
+        assert "-v" in options[name]
     assert "--out" in options["synth"] and "--out" in options["demo"]
     assert "--slide-mpp" not in options["synth"]  # synth writes pixel sizes: --scan-mpp
 

@@ -91,6 +91,40 @@ def test_command_line_on_ray(
     assert (tmp_path / "r" / name).read_bytes() == (tmp_path / "l" / name).read_bytes()
 
 
+def test_embed_and_score_give_the_bytes_of_the_local_executor(
+    cluster: object, tmp_path: Path
+) -> None:
+    """Each actor builds its own encoder / opens its own scorer (per-worker state); the
+    features, results, heatmaps and cohort table equal the inline run's, byte for byte."""
+    from scoring_helpers import random_bundle
+
+    from hsafast.cohort.tasks import EmbedTask, ScoreTask
+    from hsafast.cohort.tasks.score import score_items
+    from hsafast.embedding import EmbedConfig
+    from hsafast.scoring import Scorer
+
+    slides = [SLIDES[0], SLIDES[2]]  # SVS and a JPEG without a pixel size
+    embed = EmbedTask.for_encoder(
+        "hsafast-test-tiny", config=EmbedConfig(target_mpp=16.0, tile_size=16), pixel=PIXEL
+    )
+    random_bundle(tmp_path / "bundle", target_mpp=16.0, tile_size=16)
+    scorer = Scorer(tmp_path / "bundle", engine="torch", device="cpu")
+    score = ScoreTask.for_scorer(scorer, pixel=PIXEL)
+    for name, task, items in (
+        ("embed", embed, slide_items(slides)),
+        ("score", score, score_items(slides)),
+    ):
+        local = run_cohort(task, items, tmp_path / name / "local")
+        remote = run_cohort(task, items, tmp_path / name / "ray", executor=RayExecutor(2))
+        assert sorted(remote.done) == sorted(local.done) and len(local.done) == len(items)
+        names = sorted(p.name for p in (tmp_path / name / "local").iterdir() if p.is_file())
+        names.remove("journal.jsonl")
+        assert len(names) > len(items)
+        for file in names:
+            ray_bytes = (tmp_path / name / "ray" / file).read_bytes()
+            assert ray_bytes == (tmp_path / name / "local" / file).read_bytes(), file
+
+
 def test_missing_ray_names_the_extra(tmp_path: Path, cmu_svs: Path) -> None:
     code = (
         "import sys; sys.modules['ray'] = None\n"  # import ray now raises ImportError

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from hsafast.cli import main
+from hsafast.cohort import path_id
 from hsafast.embedding import EmbedConfig, embed_slide, encode_batches, grid_from_features
 from hsafast.encoders import create_encoder
 from hsafast.errors import InvalidParameterError, SlideError
@@ -172,6 +173,8 @@ def test_cuda_embeddings_match_the_cpu(cmu_svs, cmu_grid, monkeypatch):
 
 
 def test_command_line(tmp_path, cmu_svs, capsys):
+    """hsafast embed on the cohort runner: manifest IDs and stains, resume, one encoder per
+    folder, a failure recorded, an unknown encoder refused before any slide."""
     slides = tmp_path / "slides"
     slides.mkdir()
     shutil.copy(cmu_svs, slides / "he1.svs")
@@ -182,27 +185,42 @@ def test_command_line(tmp_path, cmu_svs, capsys):
         "c1,p1,slides/he1.svs,slides/ihc1.svs,ki67,low\n"
     )
     out = tmp_path / "features"
-    args = [
-        "embed",
-        str(manifest),
-        "--out",
-        str(out),
-        "--encoder",
-        "hsafast-test-tiny",
-        "--batch-size",
-        "16",
-    ]
-    assert main(args) == 0
-    he, ihc = read_feature_file(out / "he1.h5"), read_feature_file(out / "ihc1.h5")
-    assert (he.stain, ihc.stain, he.encoder) == ("he", "ihc", "hsafast-test-tiny")
+    args = ["embed", str(manifest), "--out", str(out), "--encoder", "hsafast-test-tiny"]
+    assert main([*args, "--batch-size", "16"]) == 0
+    he, ihc = read_feature_file(out / "c1.HE.h5"), read_feature_file(out / "c1.ki67.h5")
+    assert (he.stain, ihc.stain, he.encoder) == ("HE", "IHC", "hsafast-test-tiny")
+    assert (
+        he.slide_id == "c1.HE"
+        and he.encoder_hash == create_encoder("hsafast-test-tiny").weights_hash
+    )
     assert he.features is not None and he.features.shape[1] == 16
-    assert "2 slides embedded" in capsys.readouterr().out
-    assert main(args) == 0
+    assert "hsafast embed: 2 slides embedded, 0 failed" in capsys.readouterr().out
+    from hsafast.trainer.features import features_from_files  # training finds them by ID
+
+    cases = [("c1", slides / "he1.svs", slides / "ihc1.svs", "ki67")]
+    found, encoder = features_from_files(out, cases, max_tiles=4096)
+    assert found["c1"][0].shape == he.features.shape and encoder["name"] == "hsafast-test-tiny"
+    assert main(args) == 0  # another batch size gives the same bytes: nothing to redo
     assert "2 already done" in capsys.readouterr().out
-    other = ["embed", str(slides / "he1.svs"), "--out", str(out), "--encoder", "hsafast-cnn-s"]
-    assert main(other) == 1
-    assert "exists with features of encoder 'hsafast-test-tiny'" in capsys.readouterr().err
-    assert main(["embed", str(tmp_path / "missing.svs"), "--out", str(out)]) == 1
-    assert (out / "failures.csv").exists()
+    other = ["embed", str(manifest), "--out", str(out), "--encoder", "hsafast-cnn-s"]
+    assert main(other) == 2
+    err = capsys.readouterr().err
+    assert "encoder hsafast-test-tiny -> hsafast-cnn-s" in err and "--overwrite" in err
+    assert main(["embed", str(tmp_path / "missing.svs"), "--out", str(out), *args[4:]]) == 1
+    assert "missing.svs" in (out / "failures.csv").read_text()
     assert main(["embed", str(slides), "--out", str(out), "--encoder", "nope"]) == 2
     assert "unknown encoder 'nope'" in capsys.readouterr().err
+
+
+def test_command_line_encodes_the_tiles_of_coordinates_files(tmp_path, cmu_svs, capsys):
+    coords, out = tmp_path / "coords", tmp_path / "features"
+    tile = ["tile", str(cmu_svs), "--out", str(coords), "--target-mpp", "2", "--tile-size", "64"]
+    assert main(tile) == 0
+    args = ["embed", str(cmu_svs), "--out", str(out), "--encoder", "hsafast-test-tiny"]
+    assert main([*args, "--coords", str(coords)]) == 0
+    name = f"{path_id(cmu_svs)}.h5"
+    tiles, features = read_feature_file(coords / name), read_feature_file(out / name)
+    np.testing.assert_array_equal(features.coords, tiles.coords)
+    assert (features.patch_size, features.target_mpp) == (64, pytest.approx(2.0))
+    assert main([*args, "--coords", str(tmp_path / "none")]) == 2
+    assert "no such coordinates folder" in capsys.readouterr().err

@@ -71,7 +71,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _report(exc: BaseException, command: str, verbose: int) -> int:
     from hsafast.cli.common import speak_cli
     from hsafast.cohort import MixedOutputsError, RunInterrupted
-    from hsafast.errors import ConfigError, HsafastError, InvalidParameterError
+    from hsafast.errors import (
+        BundleError,
+        ConfigError,
+        EncoderError,
+        HsafastError,
+        InvalidParameterError,
+    )
 
     prefix = f"hsafast {command}"
     if isinstance(exc, RunInterrupted):
@@ -91,8 +97,9 @@ def _report(exc: BaseException, command: str, verbose: int) -> int:
         raise exc
     if isinstance(exc, HsafastError):
         print(f"{prefix}: error: {speak_cli(str(exc))}", file=sys.stderr)
-        usage = isinstance(exc, (InvalidParameterError, ConfigError, MixedOutputsError))
-        return 2 if usage else 1
+        # raised before any item ran: the command line names something unusable
+        usage = (InvalidParameterError, ConfigError, MixedOutputsError, BundleError, EncoderError)
+        return 2 if isinstance(exc, usage) else 1
     if isinstance(exc, OSError):
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"{prefix}: error: {where}{exc.strerror or exc}", file=sys.stderr)

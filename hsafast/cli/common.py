@@ -112,9 +112,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="redo finished items; replaces outputs made with other parameters",
     )
-    p.add_argument(
-        "--workers", type=_positive_int, default=1, metavar="N", help="items run at once"
-    )
+    p.add_argument("--workers", type=positive_int, default=1, metavar="N", help="items run at once")
     p.add_argument(
         "--executor",
         choices=EXECUTORS,
@@ -132,7 +130,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
 def add_pixel_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--slide-mpp",
-        type=_positive_float,
+        type=positive_float,
         default=None,
         metavar="UM",
         help="level-0 pixel size (um/px) of files that record none",
@@ -149,7 +147,7 @@ def add_tile_options(p: argparse.ArgumentParser, magnification: bool = False) ->
     target = p.add_mutually_exclusive_group() if magnification else p
     target.add_argument(
         "--target-mpp",
-        type=_positive_float,
+        type=positive_float,
         default=None,
         metavar="UM",
         help="tile pixel size, um/px (default: 0.5, 20x)",
@@ -157,12 +155,33 @@ def add_tile_options(p: argparse.ArgumentParser, magnification: bool = False) ->
     if magnification:
         target.add_argument(
             "--magnification",
-            type=_positive_float,
+            type=positive_float,
             default=None,
             metavar="X",
             help="tile magnification instead of --target-mpp (20 = 0.5 um/px)",
         )
-    p.add_argument("--tile-size", type=_positive_int, default=256, metavar="PX", help="tile side")
+    p.add_argument("--tile-size", type=positive_int, default=256, metavar="PX", help="tile side")
+
+
+def add_min_tissue(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--min-tissue",
+        type=fraction,
+        default=0.25,
+        metavar="F",
+        help="least tissue fraction of a kept tile, 0..1",
+    )
+
+
+def add_reader_threads(p: argparse.ArgumentParser) -> None:
+    """Threads decoding one slide's tiles (``--workers`` is slides at once)."""
+    p.add_argument(
+        "--reader-threads",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="threads decoding a slide's tiles (default: every core)",
+    )
 
 
 def add_tissue_options(p: argparse.ArgumentParser) -> None:
@@ -280,6 +299,31 @@ class RichProgress:
             self._bar = None
 
 
+class RichStatus:
+    """A rich spinner with the current step's words on a terminal (stderr); nothing when
+    output is redirected. Use as a context manager; call it with each new message."""
+
+    def __init__(self) -> None:
+        self._status: Any = None
+
+    def __enter__(self) -> RichStatus:
+        if sys.stderr.isatty():
+            from rich.console import Console
+
+            self._status = Console(stderr=True).status("")
+            self._status.start()
+        return self
+
+    def __call__(self, message: str) -> None:
+        if self._status is not None:
+            self._status.update(message)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+
+
 def parse_assignments(pairs: list[str], config: type, flag: str) -> dict[str, Any]:
     """``KEY=VALUE`` strings -> keyword arguments of dataclass ``config``, typed by its fields.
 
@@ -345,7 +389,7 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -355,7 +399,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _positive_float(text: str) -> float:
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:

@@ -1,26 +1,39 @@
-"""``hsafast evaluate RUN_DIR [--out DIR]``: the evaluation report of a training run.
-
-Writes report.md, report.html, summary.json and PNG figures into ``RUN_DIR/report``
-(or ``--out``) and prints where they went.
-"""
+"""``hsafast evaluate RUN_DIR [--out DIR]``: the evaluation report of a training run."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
+from hsafast.cli import common
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = common.add_command(
+        sub,
         "evaluate",
-        help="metrics with bootstrap intervals, model comparisons, alignment and a report",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "metrics with bootstrap intervals, model comparisons, alignment and a report",
+        "Writes report.md, report.html, summary.json and PNG figures into RUN_DIR/report\n"
+        "(or --out): per marker and mode the metrics with bootstrap intervals, the paired\n"
+        "comparison against --baseline, the linear probe and the H&E/IHC alignment.",
+        """
+hsafast evaluate runs/demo
+hsafast evaluate runs/demo --out report/ --probe paper --resample cases
+hsafast evaluate runs/demo --embedding-map pca --examples 0 --no-register
+""",
     )
-    p.add_argument("run_dir", type=Path, help="run directory written by hsafast train")
-    p.add_argument("--out", type=Path, default=None, help="report folder (default: RUN_DIR/report)")
-    p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run directory of hsafast train")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="report folder (default: RUN_DIR/report)",
+    )
+    p.add_argument(
+        "--resamples", type=common.positive_int, default=1000, help="bootstrap resamples"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and the probe")
     p.add_argument(
         "--resample",
@@ -44,7 +57,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--embedding-map", choices=("umap", "pca", "none"), default="umap", help="2-D map method"
     )
-    p.add_argument("--examples", type=int, default=3, help="patch-mode example figures")
+    p.add_argument(
+        "--examples", type=int, default=3, metavar="N", help="patch-mode example figures"
+    )
     p.add_argument(
         "--no-register",
         action="store_true",
@@ -54,38 +69,29 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hsafast.errors import HsafastError
     from hsafast.evaluation import EvaluationConfig, ProbeConfig, ReportConfig, write_report
 
     t0 = time.perf_counter()
-    try:
-        probe = {"hsafast": ProbeConfig(seed=args.seed), "paper": ProbeConfig.paper(), "none": None}
-        config = ReportConfig(
-            evaluation=EvaluationConfig(
-                n_resamples=args.resamples,
-                seed=args.seed,
-                resample=args.resample,
-                on_mismatch=args.on_mismatch,
-            ),
-            probe=probe[args.probe],
-            baseline=args.baseline,
-            embedding_map=args.embedding_map,
-            examples=args.examples,
-            register_examples=not args.no_register,
-        )
-        report = write_report(
-            args.run_dir,
-            args.out,
-            config=config,
-            progress=lambda message: print(f"hsafast: {message}", file=sys.stderr),
-        )
-    except HsafastError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    markers = report.analysis.markers
+    probe = {"hsafast": ProbeConfig(seed=args.seed), "paper": ProbeConfig.paper(), "none": None}
+    config = ReportConfig(
+        evaluation=EvaluationConfig(
+            n_resamples=args.resamples,
+            seed=args.seed,
+            resample=args.resample,
+            on_mismatch=args.on_mismatch,
+        ),
+        probe=probe[args.probe],
+        baseline=args.baseline,
+        embedding_map=args.embedding_map,
+        examples=args.examples,
+        register_examples=not args.no_register,
+    )
+    with common.RichStatus() as status:
+        report = write_report(args.run_dir, args.out, config=config, progress=status)
+    markers = len(report.analysis.markers)
     print(
-        f"hsafast: evaluated {len(markers)} marker(s) in "
-        f"{time.perf_counter() - t0:.1f} s -> {report.markdown} (+ report.html, "
-        f"summary.json, {len(report.figures)} figures)"
+        f"hsafast evaluate: {markers} marker{'s' if markers != 1 else ''} evaluated in "
+        f"{time.perf_counter() - t0:.1f} s -> {report.markdown} (with report.html, "
+        f"summary.json and {len(report.figures)} figures)"
     )
     return 0

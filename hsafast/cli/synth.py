@@ -35,7 +35,7 @@ hsafast synth --out negative/ --cases 12 --predictability 0 --markers ki67
 """,
     )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--cases", type=int, default=6, help="number of cases")
+    p.add_argument("--cases", type=common.positive_int, default=6, help="number of cases")
     p.add_argument(
         "--slide-size", type=_size, default="4096", metavar="N|WxH", help="slide size in pixels"
     )

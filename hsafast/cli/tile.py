@@ -27,9 +27,7 @@ hsafast tile scans/ --out coords/ --slide-mpp 0.25      # for files that record 
     p.add_argument(
         "--overlap", type=int, default=0, metavar="PX", help="overlap of neighbouring tiles"
     )
-    p.add_argument(
-        "--min-tissue", type=float, default=0.25, metavar="F", help="least tissue fraction kept"
-    )
+    common.add_min_tissue(p)
     common.add_pixel_options(p)
     common.add_tissue_options(p)
     p.set_defaults(func=run)

@@ -7,17 +7,23 @@ from __future__ import annotations
 
 import argparse
 
+from hsafast.cli import common
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``hsafast train`` (also those of ``python -m hsafast.trainer``)."""
-    p.add_argument("--config", required=True, help="run configuration (TOML)")
-    p.add_argument("--out", default=None, help="run directory (default: the config's 'out')")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or auto (default: config)")
+    p.add_argument("--config", required=True, metavar="FILE", help="run configuration (TOML)")
+    p.add_argument(
+        "--out", default=None, metavar="DIR", help="run directory (default: the config's 'out')"
+    )
+    p.add_argument(
+        "--device", default=None, help="cpu, cuda, cuda:N or auto (default: the config's)"
+    )
     p.add_argument(
         "--deterministic",
         action="store_true",
         default=None,
-        help="deterministic kernels and data order (default: config)",
+        help="deterministic kernels and data order (default: the config's)",
     )
     p.add_argument(
         "--no-resume",
@@ -29,12 +35,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = common.add_command(
+        sub,
         "train",
-        help="train HistoStainAlign (slide and patch modes, baselines) with cross-validation",
-        description="Train on a cohort manifest as a TOML configuration describes; writes a "
-        "run directory (models/, predictions/, embeddings/, run.json). Several processes: "
-        "torchrun --nproc-per-node N -m hsafast.trainer --config run.toml",
+        "train HistoStainAlign (slide and patch modes, baselines) with cross-validation",
+        "Train on a cohort manifest as a TOML configuration describes (docs/training.md);\n"
+        "writes a run directory: models/ (a model bundle per mode, marker and fold),\n"
+        "predictions/, embeddings/ and run.json. An interrupted run resumes from its\n"
+        "checkpoints. Several processes: torchrun --nproc-per-node N -m hsafast.trainer\n"
+        "--config run.toml",
+        """
+hsafast train --config run.toml
+hsafast train --config run.toml --out runs/seed1 --device cuda --deterministic
+""",
     )
     add_arguments(p)
     p.set_defaults(func=run)

@@ -9,7 +9,7 @@ slide, or the H&E/IHC pair). See :mod:`hsafast.cohort.ids`.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +35,9 @@ SLIDE_SUFFIXES = frozenset(
         ".jpeg",
     }
 )
+
+#: FeatureFiles (precomputed tile features), which some steps take in place of slides.
+FEATURE_SUFFIXES = frozenset({".h5", ".hdf5"})
 
 #: The stains a manifest contributes slides of: its H&E and its IHC column.
 STAINS = ("he", "ihc")
@@ -68,10 +71,11 @@ def slide_items(
     *,
     recursive: bool = False,
     stains: Sequence[str] = STAINS,
+    suffixes: Collection[str] = SLIDE_SUFFIXES,
 ) -> list[WorkItem]:
     """One item per slide from files, folders and manifests (each file once, first wins).
 
-    Folders are searched for files with a slide suffix (:data:`SLIDE_SUFFIXES`), in
+    Folders are searched for files with one of ``suffixes`` (lower case), in
     subfolders too with ``recursive``; a ``.csv`` input is read as a cohort manifest and
     contributes the slides of the given ``stains``. A path that does not exist stays an
     item (its failure is recorded per item). An empty selection is an error.
@@ -84,9 +88,9 @@ def slide_items(
     items: dict[Path, WorkItem] = {}
     for entry in _as_paths(inputs):
         if entry.is_dir():
-            found = _scan(entry, recursive)
+            found = _scan(entry, recursive, suffixes)
             if not found:
-                raise InvalidParameterError(_empty_folder(entry, recursive), entry)
+                raise InvalidParameterError(_empty_folder(entry, recursive, suffixes), entry)
             for path in found:
                 items.setdefault(path, WorkItem(path_id(path), {"slide": path}))
         elif entry.suffix.lower() == ".csv":
@@ -147,21 +151,21 @@ def _as_paths(inputs: Iterable[str | os.PathLike[str]]) -> list[Path]:
     return paths
 
 
-def _scan(folder: Path, recursive: bool) -> list[Path]:
+def _scan(folder: Path, recursive: bool, suffixes: Collection[str]) -> list[Path]:
     pattern = "**/*" if recursive else "*"
     found = []
     for path in folder.glob(pattern):
         relative = path.relative_to(folder).parts
         if any(part.startswith(".") for part in relative):
             continue  # hidden files and folders (ours included: .hsafast staging)
-        if path.suffix.lower() in SLIDE_SUFFIXES and path.is_file():
+        if path.suffix.lower() in suffixes and path.is_file():
             found.append(path.resolve())
     return sorted(found)
 
 
-def _empty_folder(folder: Path, recursive: bool) -> str:
+def _empty_folder(folder: Path, recursive: bool, suffixes: Collection[str]) -> str:
     where = "in it or its subfolders" if recursive else "in it (recursive=True searches subfolders)"
-    return f"no slide files ({', '.join(sorted(SLIDE_SUFFIXES))}) {where}"
+    return f"no slide files ({', '.join(sorted(suffixes))}) {where}"
 
 
 def _checked(items: list[WorkItem]) -> list[WorkItem]:

@@ -55,6 +55,8 @@ class ItemState:
     input_signature: str = ""
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     uses: dict[str, Any] = field(default_factory=dict)
+    facts: dict[str, Any] = field(default_factory=dict)
+    """What the step recorded (``ItemContext.record``), e.g. the pixel size used."""
     reason: str = ""
     path: str = ""
     line: int = 0
@@ -70,6 +72,7 @@ class ItemState:
             input_signature=str(record.get("input_signature", "")),
             outputs={str(k): dict(v) for k, v in dict(record.get("outputs", {})).items()},
             uses=dict(record.get("uses", {})),
+            facts=dict(record.get("facts", {})),
             reason=str(record.get("reason", "")),
             path=str(record.get("path", "")),
             line=line,

@@ -179,7 +179,7 @@ def run_cohort(
         if report.interrupted:
             raise RunInterrupted(report)
         done = [item for item in items if run.is_done(item.id)]
-        task.finish(out, done)
+        task.finish(out, done, report.failed)
     return report
 
 

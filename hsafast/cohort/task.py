@@ -20,10 +20,13 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from hsafast.cohort.items import WorkItem
 from hsafast.errors import HsafastError, InvalidParameterError
+
+if TYPE_CHECKING:
+    from hsafast.cohort.runner import Failure
 
 
 class ItemFailed(HsafastError):
@@ -80,8 +83,9 @@ class Task:
         """Compute one item, writing each output to ``ctx.path(role)``."""
         raise NotImplementedError
 
-    def finish(self, out_dir: Path, done: list[WorkItem]) -> None:
-        """After the run, in the driver: cohort-level outputs from the finished items."""
+    def finish(self, out_dir: Path, done: list[WorkItem], failed: list[Failure]) -> None:
+        """After the run, in the driver: cohort-level outputs (written atomically) from the
+        items done (now or before) and those that failed in this run."""
 
 
 class ItemContext:

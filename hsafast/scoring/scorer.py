@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hsafast.cohort.items import FEATURE_SUFFIXES
 from hsafast.errors import HsafastError, InvalidParameterError
 from hsafast.scoring.accumulate import SlideAccumulator, SlideInfo
 from hsafast.scoring.model import ScoringModel, load_model
@@ -30,8 +31,8 @@ from hsafast.scoring.preprocess import preprocess_cpu
 from hsafast.scoring.results import SlideResult
 
 if TYPE_CHECKING:
+    from hsafast.cohort import Executor, PixelSize, Progress, RunReport
     from hsafast.engines import Engine
-    from hsafast.scoring.cohort import CohortReport
     from hsafast.scoring.stream import SlideStream
     from hsafast.slides import Slide
     from hsafast.tissue import TissueConfig
@@ -40,8 +41,6 @@ log = logging.getLogger("hsafast.scoring")
 
 __all__ = ["Scorer", "ScoringOptions"]
 
-#: file suffixes scored from precomputed features instead of pixels
-FEATURE_SUFFIXES = (".h5", ".hdf5")
 
 
 @dataclass(frozen=True)
@@ -108,6 +107,12 @@ class Scorer:
         from hsafast.engines import create_engine
 
         self.model: ScoringModel = load_model(bundle, encoder_weights)
+        self.recipe: dict[str, Any] = {
+            "bundle": _bundle_folder(bundle, self.model),
+            "engine_options": dict(engine_options or {}),
+            "encoder_weights": None if encoder_weights is None else os.fspath(encoder_weights),
+        }
+        """How to open this scorer again elsewhere (a cohort run's other workers)."""
         self.options = options or ScoringOptions()
         self.tissue = tissue
         self.engine: Engine = create_engine(
@@ -168,26 +173,32 @@ class Scorer:
 
     def score_many(
         self,
-        slides_or_manifest: Any,
+        inputs: Any,
         out_dir: str | os.PathLike[str],
-        executor: str = "local",
         *,
+        executor: Executor | None = None,
         heatmaps: bool = True,
         overwrite: bool = False,
-    ) -> CohortReport:
-        """Scores a cohort into out_dir: per-slide JSON (+ heatmaps), results.parquet/.csv.
+        recursive: bool = False,
+        pixel: PixelSize | None = None,
+        progress: Progress | None = None,
+    ) -> RunReport:
+        """Scores slides, folders, manifests (their H&E slides) or FeatureFiles into out_dir
+        on the cohort runner: ``ID.json`` and heatmaps per slide, ``results.parquet`` and
+        ``results.csv``, a journal and ``failures.csv``; a rerun skips what is done.
 
-        See hsafast.scoring.cohort.score_cohort; returns its CohortReport.
+        ``executor`` (default: this scorer, in this thread) may run slides on threads,
+        processes or Ray, each worker with its own scorer of the same bundle, engine and
+        device. ``pixel`` defaults to ``options.slide_mpp`` for files that record none.
+        See hsafast.cohort.tasks.ScoreTask and docs/cohort.md.
         """
-        from hsafast.scoring.cohort import score_cohort
+        from hsafast.cohort import run_cohort
+        from hsafast.cohort.tasks.score import ScoreTask, score_items
 
-        return score_cohort(
-            self,
-            slides_or_manifest,
-            out_dir,
-            executor=executor,
-            heatmaps=heatmaps,
-            overwrite=overwrite,
+        task = ScoreTask.for_scorer(self, heatmaps=heatmaps, pixel=pixel)
+        items = score_items(inputs, recursive=recursive)
+        return run_cohort(
+            task, items, out_dir, executor=executor, overwrite=overwrite, progress=progress
         )
 
     # ---- pipeline callbacks ---------------------------------------------------------------
@@ -256,18 +267,9 @@ class Scorer:
 
     def _open(self, path: Any) -> Slide:
         """Opens a slide; `slide_mpp` applies only to files that record no pixel size."""
-        from hsafast.errors import MissingPixelSizeError
-        from hsafast.slides import open_slide
+        from hsafast.cohort.pixels import PixelSize, open_item_slide
 
-        slide = open_slide(path)
-        if self.options.slide_mpp is None:
-            return slide
-        try:
-            slide.mpp  # noqa: B018 - raises when the file records no usable pixel size
-        except MissingPixelSizeError:
-            slide.close()
-            return open_slide(path, mpp=self.options.slide_mpp)
-        return slide
+        return open_item_slide(path, PixelSize(self.options.slide_mpp))
 
     def _read(
         self, slide: Slide, grid: Any, owned: bool, stats: dict[str, StageStats]
@@ -465,6 +467,14 @@ class Scorer:
 
     def close(self) -> None:
         self.engine.close()
+
+
+def _bundle_folder(bundle: Any, model: ScoringModel) -> str | None:
+    """The folder a bundle was read from, where it has one."""
+    if isinstance(bundle, str | os.PathLike):
+        return os.fspath(Path(bundle).resolve())
+    folder = getattr(bundle, "path", None) or model.info.get("bundle")
+    return None if folder is None else os.fspath(Path(folder).resolve())
 
 
 def item_source(slide_id: str | None, source: Any) -> Any:
