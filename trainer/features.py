@@ -1,8 +1,10 @@
 """Tile features for the slide-level modes: from FeatureFiles or from a frozen encoder.
 
-Feature files are looked up as ``<data.features>/<slide file stem>.h5`` (the name TRIDENT
-and ``hsafast embed`` give them); every file must hold features of one width from one
-encoder (name and weight hash, where recorded), without NaN.
+Feature files are looked up in ``data.features`` by the case's item ID
+(``<case_id>.HE.h5`` and ``<case_id>.<marker>.h5``, as ``hsafast embed`` names them
+from a manifest), else by the slide file's stem (``<stem>.h5``, as TRIDENT and CLAM
+name them); every file must hold features of one width from one encoder (name and
+weight hash, where recorded), without NaN.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import numpy as np
 import torch
 
 from hsafast.bundle import EncoderSpec
+from hsafast.cohort.ids import case_item_id
 from hsafast.encoders.base import TileEncoder
 from hsafast.errors import FeatureFileError, HsafastError
 from hsafast.features import FeatureFile, read_feature_file
@@ -26,23 +29,25 @@ __all__ = ["SlideFeatures", "features_from_encoder", "features_from_files"]
 SlideFeatures = dict[str, tuple[torch.Tensor, torch.Tensor]]
 
 
-def _feature_path(folder: Path, slide: Path) -> Path:
-    return folder / f"{slide.stem}.h5"
+def _feature_path(folder: Path, slide: Path, item_id: str) -> Path:
+    by_id = folder / f"{item_id}.h5"
+    return by_id if by_id.is_file() else folder / f"{slide.stem}.h5"
 
 
 def features_from_files(
-    folder: Path, cases: list[tuple[str, Path, Path]], max_tiles: int
+    folder: Path, cases: list[tuple[str, Path, Path, str]], max_tiles: int
 ) -> tuple[SlideFeatures, dict[str, str]]:
-    """Load (and check) the H&E and IHC features of ``(case_id, he_path, ihc_path)`` cases.
+    """Load (and check) the H&E and IHC features of ``(case_id, he_path, ihc_path, marker)``
+    cases.
 
     Returns the features and the encoder they come from (name, hash, dim).
     """
     out: SlideFeatures = {}
     first: tuple[Path, FeatureFile] | None = None
-    for case_id, he_path, ihc_path in cases:
+    for case_id, he_path, ihc_path, marker in cases:
         pair = []
-        for slide in (he_path, ihc_path):
-            path = _feature_path(folder, slide)
+        for slide, part in ((he_path, "HE"), (ihc_path, marker)):
+            path = _feature_path(folder, slide, case_item_id(case_id, part))
             if not path.is_file():
                 raise TrainingDataError(f"case {case_id}: no feature file for {slide.name}", path)
             ff = read_feature_file(path)  # NaN/inf and malformed files raise here

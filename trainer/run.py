@@ -163,7 +163,7 @@ def train(config: TrainConfig) -> RunSummary:
     if slide_modes and config.slide.features == "files":
         fixed, file_encoder = features_from_files(
             Path(config.data.features),
-            [(c.case_id, c.he_path, c.ihc_path) for c in cases if c.case_id in by_id],
+            [(c.case_id, c.he_path, c.ihc_path, c.marker) for c in cases if c.case_id in by_id],
             config.data.max_tiles,
         )
         encoder_meta = {"files": file_encoder}
