@@ -42,7 +42,6 @@ log = logging.getLogger("hsafast.scoring")
 __all__ = ["Scorer", "ScoringOptions"]
 
 
-
 @dataclass(frozen=True)
 class ScoringOptions:
     """How slides are cut and fed to the engine."""
