@@ -27,10 +27,18 @@ scores every detected cell.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from hsafast.errors import InvalidParameterError
+
+if TYPE_CHECKING:
+    from hsafast.stain.markers import Marker
+    from hsafast.stain.vectors import StainMatrix
+
+Engine = Literal["auto", "native", "python"]
+ENGINES = ("auto", "native", "python")
 
 
 @dataclass(frozen=True)
@@ -60,8 +68,14 @@ class CellConfig:
     tumour_min_neighbours: int = 2
     """Least number of other tumour-like cells within ``tumour_neighbour_um``."""
     tumour_neighbour_um: float = 25.0
+    engine: Engine = "auto"
+    """Which implementation :func:`detect_cells` runs: ``native`` (the C++ kernel),
+    ``python`` (the NumPy/scikit-image reference it is tested against) or ``auto``
+    (native when the extension provides it)."""
 
     def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise InvalidParameterError(f"engine must be one of {ENGINES}, got {self.engine!r}")
         for name in ("nucleus_radius_um", "min_nuclear_od", "ring_um"):
             if not getattr(self, name) > 0:
                 raise InvalidParameterError(f"{name} must be positive")
@@ -289,3 +303,43 @@ def membranous_cells(
     positive = cov >= cfg.ring_coverage
     grade = np.where(positive, np.maximum(_grade(intensity, thresholds), 1), 0)
     return Cells(xy, intensity * positive, grade.astype(np.int8), area, width, tumour)
+
+
+def detect_cells(
+    tiles: np.ndarray,
+    matrix: StainMatrix,
+    mpp: float,
+    marker: Marker | str,
+    config: CellConfig | None = None,
+) -> list[Cells]:
+    """Cells of every tile of a batch (N x H x W x 3 uint8, or one H x W x 3 tile).
+
+    The batched entry point of cell-level scoring: nuclei are found on the
+    marker's nuclear stain and graded by its compartment (nuclear or membranous)
+    against its DAB thresholds, at pixel size ``mpp`` (um/px). Cytoplasmic
+    markers are scored on pixels and have no cells.
+    """
+    from hsafast.stain.deconvolution import concentrations
+    from hsafast.stain.markers import get_marker
+
+    cfg = config or CellConfig()
+    m = get_marker(marker)
+    if m.compartment not in ("nuclear", "membranous"):
+        raise InvalidParameterError(
+            f"marker {m.name!r} is {m.compartment}: it is scored on pixels, not cells"
+        )
+    if not (np.isfinite(mpp) and mpp > 0):
+        raise InvalidParameterError(f"mpp must be a positive pixel size in um, got {mpp}")
+    a = np.asarray(tiles)
+    if a.dtype != np.uint8 or a.ndim not in (3, 4) or a.shape[-1] != 3:
+        raise InvalidParameterError(
+            f"tiles must be uint8 (N, H, W, 3) or (H, W, 3), got {a.dtype} {a.shape}"
+        )
+    batch = a[None] if a.ndim == 3 else a
+    h_idx, d_idx = matrix.index("hematoxylin"), matrix.index("dab")
+    fn = nuclear_cells if m.compartment == "nuclear" else membranous_cells
+    out = []
+    for tile in batch:
+        conc = concentrations(tile, matrix)
+        out.append(fn(conc[..., h_idx], conc[..., d_idx], mpp, m.dab_thresholds, cfg))
+    return out
