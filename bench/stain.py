@@ -149,7 +149,7 @@ def validation(n_tiles: int, seed: int = 0) -> dict[str, dict[str, float]]:
     non-specific background DAB, blur, noise and JPEG.
     """
     from hsafast.stain import concentrations, get_marker, membranous_cells, nuclear_cells
-    from hsafast.stain.validation import render_ihc_tile
+    from hsafast.synth.ihc_tile import render_ihc_tile
 
     rng = np.random.default_rng(seed)
     out: dict[str, dict[str, float]] = {}
@@ -200,8 +200,8 @@ def synth_validation(
     import tempfile
 
     from hsafast.stain import CellConfig, QuantifyConfig
-    from hsafast.stain.validation import score_simulated_case, tile_agreement
     from hsafast.synth import make_cohort
+    from hsafast.synth.scoring import score_simulated_case, tile_agreement
 
     every_cell = QuantifyConfig(
         cells=CellConfig(

@@ -12,7 +12,7 @@ import pytest
 import hsafast
 from hsafast.errors import ConfigError, InvalidParameterError, RegistrationError
 from hsafast.registration import Registration, RegistrationConfig, paired_tiles
-from hsafast.registration.validation import make_known_pair, random_field
+from hsafast.synth.known_pairs import make_known_pair, random_field
 from hsafast.synth.tiffwrite import write_array_pyramid
 
 
@@ -186,7 +186,7 @@ def test_paired_tiles_refuse_failed_registrations(known_pair) -> None:
 
 def test_paired_tiles_on_a_pyramid_level(known_pair, tmp_path: Path) -> None:
     """Tiles from level 1 of pyramidal slides (read at 4x coarser) match the truth."""
-    from hsafast.registration.validation import errors_against_truth
+    from hsafast.synth.known_pairs import errors_against_truth
 
     pair = known_pair[0]
     up = 4  # level 0 is 4x the known pair, level 1 is the known pair itself

@@ -12,7 +12,7 @@ import pytest
 from hsafast.registration.nonrigid import estimate_field, smooth_field, structure_flow
 from hsafast.registration.quality import Verdict, correlation_gain, effective_samples
 from hsafast.registration.representation import optical_density, structure_image, tissue_mask
-from hsafast.registration.validation import random_field
+from hsafast.synth.known_pairs import random_field
 
 QUANTILES = (0.2, 0.3, 0.4)
 BLUR, WINDOW, SIGMA = 3.0, 63, 12.0

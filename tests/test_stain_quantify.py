@@ -16,7 +16,7 @@ from hsafast.errors import StainError
 from hsafast.slides import open_slide
 from hsafast.stain import StainMatrix, quantify, slide_label
 from hsafast.stain.quantification import BLANK, SATURATED
-from hsafast.stain.validation import render_ihc_tile
+from hsafast.synth.ihc_tile import render_ihc_tile
 
 
 @pytest.fixture(scope="module")

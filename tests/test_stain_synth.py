@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hsafast.stain.validation import SimulatedCase, score_simulated_case, tile_agreement
 from hsafast.synth import make_cohort
+from hsafast.synth.scoring import SimulatedCase, score_simulated_case, tile_agreement
 
 SIZE = 2048
 #: Per marker: largest mean absolute error of per-tile positive fractions, least Pearson r.
