@@ -16,6 +16,11 @@ __all__: list[str] = [
     "TileDecodeError",
     "box_fractions",
     "build_info",
+    "cells_blur",
+    "cells_detect",
+    "cells_erode",
+    "cells_simd_paths",
+    "cells_window_max",
     "dilate_disk",
     "erode_disk",
     "fill_holes",
@@ -48,6 +53,53 @@ def box_fractions(
     mask: numpy.ndarray, boxes: numpy.typing.ArrayLike
 ) -> numpy.typing.NDArray[numpy.float64]: ...
 def build_info() -> dict: ...
+def cells_blur(
+    image: numpy.typing.ArrayLike, sigma: float, simd: str = "auto"
+) -> numpy.typing.NDArray[numpy.float32]: ...
+def cells_detect(
+    tiles: numpy.ndarray,
+    od_lut: numpy.typing.ArrayLike,
+    inv: numpy.typing.ArrayLike,
+    hema: int,
+    dab: int,
+    membranous: bool,
+    detect_sigma: float,
+    shape_sigma: float,
+    peak_window: int,
+    background_diameter: int,
+    mean_radius: float,
+    radius: float,
+    reach: float,
+    min_od: float,
+    min_contrast: float,
+    mask_min: float,
+    thresholds: collections.abc.Sequence[float],
+    mpp: float,
+    min_area_um2: float,
+    min_width_um: float,
+    min_fill: float,
+    min_neighbours: int,
+    neighbour_px: float,
+    ring_px: float,
+    ring_coverage: float,
+    simd: str = "auto",
+) -> tuple[
+    numpy.typing.NDArray[numpy.int64],
+    numpy.typing.NDArray[numpy.float64],
+    numpy.typing.NDArray[numpy.float64],
+    numpy.typing.NDArray[numpy.int8],
+    numpy.typing.NDArray[numpy.float64],
+    numpy.typing.NDArray[numpy.float64],
+    numpy.typing.NDArray[numpy.float64],
+    numpy.typing.NDArray[numpy.bool_],
+]: ...
+def cells_erode(
+    image: numpy.typing.ArrayLike, diameter: int, simd: str = "auto"
+) -> numpy.typing.NDArray[numpy.float32]: ...
+def cells_simd_paths() -> list[str]: ...
+def cells_window_max(
+    image: numpy.typing.ArrayLike, size: int, simd: str = "auto"
+) -> numpy.typing.NDArray[numpy.float32]: ...
 def dilate_disk(mask: numpy.ndarray, radius: int) -> numpy.typing.NDArray[numpy.uint8]: ...
 def erode_disk(mask: numpy.ndarray, radius: int) -> numpy.typing.NDArray[numpy.uint8]: ...
 def fill_holes(mask: numpy.ndarray, max_area: int = -1) -> numpy.typing.NDArray[numpy.uint8]: ...

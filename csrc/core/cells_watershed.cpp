@@ -1,0 +1,248 @@
+#include "core/cells_watershed.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+namespace hsafast::cells {
+namespace {
+
+// Buckets of the priority queue: stain values between the lowest pixel of the
+// flood and the highest are cut into this many equal steps (~0.0005 OD for a
+// 1 OD range); within a step, pixels leave in the order they came.
+constexpr int kBuckets = 2048;
+constexpr int kWords = kBuckets / 64;
+
+// A bucket queue whose entries are allocated in push order: entry i holds the
+// i-th pixel pushed, so the entries double as the list of flooded pixels.
+class BucketQueue {
+ public:
+  BucketQueue(WatershedScratch& s, size_t capacity) : s_(s) {
+    s_.pixel.resize(capacity);
+    s_.link.resize(capacity);
+    s_.head.assign(kBuckets, -1);
+    s_.tail.assign(kBuckets, -1);
+    s_.nonempty.assign(kWords, 0);
+    pixel_ = s_.pixel.data();
+    link_ = s_.link.data();
+    head_ = s_.head.data();
+    tail_ = s_.tail.data();
+    bits_ = s_.nonempty.data();
+  }
+
+  void push(int32_t p, int b) {
+    const int32_t e = size_++;
+    pixel_[e] = p;
+    link_[e] = -1;
+    if (head_[b] < 0) {
+      head_[b] = e;
+      bits_[b >> 6] |= uint64_t{1} << (b & 63);
+    } else {
+      link_[tail_[b]] = e;
+    }
+    tail_[b] = e;
+    if (b < current_) current_ = b;
+  }
+
+  // Next pixel of the lowest non-empty bucket, or -1 when the queue is empty.
+  int32_t pop() {
+    int word = current_ >> 6;
+    uint64_t bits = bits_[word] & (~uint64_t{0} << (current_ & 63));
+    while (bits == 0) {
+      if (++word >= kWords) return -1;
+      bits = bits_[word];
+    }
+    current_ = word * 64 + __builtin_ctzll(bits);
+    const int32_t e = head_[current_];
+    head_[current_] = link_[e];
+    if (link_[e] < 0) bits_[word] &= ~(uint64_t{1} << (current_ & 63));
+    return pixel_[e];
+  }
+
+  // Every pixel pushed so far, in push order.
+  const int32_t* begin() const { return pixel_; }
+  const int32_t* end() const { return pixel_ + size_; }
+
+ private:
+  WatershedScratch& s_;
+  int32_t* pixel_;
+  int32_t* link_;
+  int32_t* head_;
+  int32_t* tail_;
+  uint64_t* bits_;
+  int32_t size_ = 0;
+  int current_ = 0;
+};
+
+NucleusShape shape_from_moments(const int64_t* sums) {
+  NucleusShape out;
+  const auto n = static_cast<double>(sums[0]);
+  out.area = n;
+  if (n <= 0) return out;
+  double m[6];
+  for (int k = 0; k < 6; ++k) m[k] = static_cast<double>(sums[k]);
+  const double mx = m[1] / n, my = m[2] / n;
+  const double vxx = m[3] / n - mx * mx;
+  const double vyy = m[4] / n - my * my;
+  const double vxy = m[5] / n - mx * my;
+  const double half = 0.5 * (vxx + vyy);
+  const double disc = std::sqrt(std::max(half * half - (vxx * vyy - vxy * vxy), 0.0));
+  const double small = std::max(half - disc, 0.0), large = half + disc;
+  // a filled ellipse with second moments l1, l2 has area 4 pi sqrt(l1 l2)
+  const double ellipse = 4.0 * M_PI * std::sqrt(small * large);
+  out.fill = ellipse > 0 ? std::min(n / ellipse, 1.0) : 0.0;
+  out.width = 4.0 * std::sqrt(small);
+  return out;
+}
+
+// The smallest float f with (double)f >= v, so that `pixel >= f` tests `pixel >= v`.
+float float_at_least(double v) {
+  float f = static_cast<float>(v);
+  if (static_cast<double>(f) < v) f = std::nextafter(f, std::numeric_limits<float>::infinity());
+  return f;
+}
+
+}  // namespace
+
+void measure_nuclei(const float* stain, int64_t h, int64_t w, const std::vector<int64_t>& seeds,
+                    const std::vector<double>& peak, const std::vector<double>& background,
+                    float mask_min, double reach, WatershedScratch& s,
+                    std::vector<NucleusShape>& out) {
+  const size_t n = seeds.size();
+  out.assign(n, NucleusShape{});
+  if (n == 0) return;
+  const int64_t stride = w + 2;
+  const auto total = static_cast<size_t>((h + 2) * stride);
+  const float inf = std::numeric_limits<float>::infinity();
+  s.stain.resize(total);
+  s.floor.assign(total, inf);
+  s.label.resize(total);
+  float* st = s.stain.data();
+  float* fl = s.floor.data();
+  int32_t* label = s.label.data();
+  std::fill(st, st + stride, -inf);
+  std::fill(st + (h + 1) * stride, st + total, -inf);
+  for (int64_t y = 0; y < h; ++y) {
+    float* row = st + (y + 1) * stride;
+    row[0] = row[w + 1] = -inf;
+    std::memcpy(row + 1, stain + y * w, static_cast<size_t>(w) * sizeof(float));
+  }
+
+  // The lowest level a nucleus may have, painted within `reach` of each seed:
+  // row dy of the disk spans [-span[dy + r], span[dy + r]], the largest dx with
+  // dx^2 + dy^2 <= reach^2.
+  const auto r = static_cast<int64_t>(std::floor(reach));
+  std::vector<int64_t> span(static_cast<size_t>(2 * r + 1));
+  for (int64_t dy = -r; dy <= r; ++dy) {
+    const double room = reach * reach - static_cast<double>(dy * dy);
+    auto dx = static_cast<int64_t>(std::sqrt(std::max(room, 0.0)));
+    while (static_cast<double>((dx + 1) * (dx + 1)) <= room) ++dx;
+    while (dx > 0 && static_cast<double>(dx * dx) > room) --dx;
+    span[static_cast<size_t>(dy + r)] = dx;
+  }
+  for (size_t i = 0; i < n; ++i) {
+    // a nucleus's basin holds its seed pixel, so its maximum is at least the stain there
+    const double top = std::max(peak[i], static_cast<double>(stain[seeds[i]]));
+    const float lower = float_at_least(background[i] + 0.5 * (top - background[i]));
+    const int64_t cx = seeds[i] % w, cy = seeds[i] / w;
+    for (int64_t y = std::max<int64_t>(cy - r, 0); y <= std::min<int64_t>(cy + r, h - 1); ++y) {
+      const int64_t dx = span[static_cast<size_t>(y - cy + r)];
+      const int64_t x0 = std::max<int64_t>(cx - dx, 0), x1 = std::min<int64_t>(cx + dx, w - 1);
+      float* __restrict f = fl + (y + 1) * stride + 1;
+      for (int64_t x = x0; x <= x1; ++x) f[x] = std::min(f[x], lower);
+    }
+  }
+  // Pixels of the flood get label 0, the rest (and the border) -1.
+  const float above = std::nextafter(mask_min, inf);
+  for (size_t q = 0; q < total; ++q) {
+    const float v = st[q];
+    label[q] = (v >= fl[q]) & (v >= above) ? 0 : -1;
+  }
+  // Seeds, in raster order (the order markers enter the flood); a later seed on
+  // the same pixel takes it over.
+  std::vector<int32_t> order(n);
+  for (size_t i = 0; i < n; ++i) {
+    order[i] = static_cast<int32_t>((seeds[i] / w + 1) * stride + seeds[i] % w + 1);
+    label[order[i]] = static_cast<int32_t>(i + 1);
+  }
+  std::sort(order.begin(), order.end());
+  order.erase(std::unique(order.begin(), order.end()), order.end());
+
+  // Bucket range: from the lowest seed or flood pixel to the highest pixel.
+  float hi = -inf, lo = inf;
+  {
+    float m[16], l[16];
+    std::fill(m, m + 16, -inf);
+    std::fill(l, l + 16, inf);
+    size_t q = 0;
+    for (; q + 16 <= total; q += 16)
+      for (int j = 0; j < 16; ++j) {
+        const float v = st[q + j];
+        const bool in = label[q + j] >= 0;
+        m[j] = std::max(m[j], in ? v : -inf);
+        l[j] = std::min(l[j], in ? v : inf);
+      }
+    for (; q < total; ++q)
+      if (label[q] >= 0) {
+        hi = std::max(hi, st[q]);
+        lo = std::min(lo, st[q]);
+      }
+    for (int j = 0; j < 16; ++j) {
+      hi = std::max(hi, m[j]);
+      lo = std::min(lo, l[j]);
+    }
+  }
+  const float scale = hi > lo ? static_cast<float>((kBuckets - 1) / (static_cast<double>(hi) - lo)) : 0.0f;
+  auto bucket = [&](float v) {
+    const float b = (hi - v) * scale;
+    return b <= 0 ? 0 : b >= kBuckets - 1 ? kBuckets - 1 : static_cast<int>(b);
+  };
+
+  std::vector<float> top(n + 1, -inf);
+  BucketQueue queue(s, total);
+  for (int32_t q : order) {
+    const int32_t lab = label[q];
+    top[static_cast<size_t>(lab)] = std::max(top[static_cast<size_t>(lab)], st[q]);
+    queue.push(q, bucket(st[q]));
+  }
+  const int32_t offsets[4] = {-static_cast<int32_t>(stride), -1, 1, static_cast<int32_t>(stride)};
+  for (int32_t p = queue.pop(); p >= 0; p = queue.pop()) {
+    const int32_t lab = label[p];
+    for (int32_t off : offsets) {
+      const int32_t q = p + off;
+      if (label[q] != 0) continue;
+      label[q] = lab;
+      const float v = st[q];
+      top[static_cast<size_t>(lab)] = std::max(top[static_cast<size_t>(lab)], v);
+      queue.push(q, bucket(v));
+    }
+  }
+
+  std::vector<float> level(n + 1);
+  for (size_t i = 0; i < n; ++i) {
+    const double t = std::max(static_cast<double>(top[i + 1]), peak[i]);
+    level[i + 1] = static_cast<float>(background[i] + 0.5 * (t - background[i]));
+  }
+  // Pixel counts and coordinate sums are integers: summed exactly, in any order.
+  std::vector<int64_t> mom(6 * (n + 1), 0);
+  const double inv = 1.0 / static_cast<double>(stride);
+  for (int32_t q : queue) {
+    const int32_t lab = label[q];
+    if (!(st[q] >= level[static_cast<size_t>(lab)])) continue;
+    auto row = static_cast<int64_t>(q * inv);  // q / stride without a division
+    if (row * stride > q) --row;
+    if ((row + 1) * stride <= q) ++row;
+    const int64_t x = q - row * stride - 1, y = row - 1;
+    int64_t* m = &mom[6 * static_cast<size_t>(lab)];
+    m[0] += 1;
+    m[1] += x;
+    m[2] += y;
+    m[3] += x * x;
+    m[4] += y * y;
+    m[5] += x * y;
+  }
+  for (size_t i = 0; i < n; ++i) out[i] = shape_from_moments(&mom[6 * (i + 1)]);
+}
+
+}  // namespace hsafast::cells
