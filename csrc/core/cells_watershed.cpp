@@ -8,69 +8,76 @@
 namespace hsafast::cells {
 namespace {
 
-// Buckets of the priority queue: stain values between the lowest pixel of the
-// flood and the highest are cut into this many equal steps (~0.0005 OD for a
-// 1 OD range); within a step, pixels leave in the order they came.
-constexpr int kBuckets = 2048;
+// The flood's priority queue, in the exact order of scikit-image's watershed heap
+// (decreasing stain, then arrival), at a bucket queue's cost: stain values are cut
+// into kBuckets steps between the flood's lowest and highest pixel, each bucket is a
+// list kept in that order (almost always appended to at its end: it holds a few
+// pixels), and a bitmap finds the first non-empty bucket. Entries are allocated in
+// push order, so they double as the list of flooded pixels.
+constexpr int kBuckets = 4096;
 constexpr int kWords = kBuckets / 64;
 
-// A bucket queue whose entries are allocated in push order: entry i holds the
-// i-th pixel pushed, so the entries double as the list of flooded pixels.
-class BucketQueue {
+class FloodQueue {
  public:
-  BucketQueue(WatershedScratch& s, size_t capacity) : s_(s) {
-    s_.pixel.resize(capacity);
-    s_.link.resize(capacity);
-    s_.head.assign(kBuckets, -1);
-    s_.tail.assign(kBuckets, -1);
-    s_.nonempty.assign(kWords, 0);
-    pixel_ = s_.pixel.data();
-    link_ = s_.link.data();
-    head_ = s_.head.data();
-    tail_ = s_.tail.data();
-    bits_ = s_.nonempty.data();
+  FloodQueue(WatershedScratch& s, size_t capacity, float lo, float hi) : s_(s), hi_(hi) {
+    s.pixel.resize(capacity);
+    s.value.resize(capacity);
+    s.link.resize(capacity);
+    s.head.assign(kBuckets, -1);
+    s.tail.resize(kBuckets);
+    s.nonempty.assign(kWords, 0);
+    scale_ = hi > lo ? static_cast<float>((kBuckets - 1) / (static_cast<double>(hi) - lo)) : 0.0f;
   }
 
-  void push(int32_t p, int b) {
+  void push(int32_t p, float v) {
+    const float f = (hi_ - v) * scale_;  // monotone in v: higher stain, lower bucket
+    const int b = f <= 0 ? 0 : f >= kBuckets - 1 ? kBuckets - 1 : static_cast<int>(f);
     const int32_t e = size_++;
-    pixel_[e] = p;
-    link_[e] = -1;
-    if (head_[b] < 0) {
-      head_[b] = e;
-      bits_[b >> 6] |= uint64_t{1} << (b & 63);
+    int32_t* link = s_.link.data();
+    const float* value = s_.value.data();
+    s_.pixel[static_cast<size_t>(e)] = p;
+    s_.value[static_cast<size_t>(e)] = v;
+    link[e] = -1;
+    int32_t& head = s_.head[static_cast<size_t>(b)];
+    int32_t& tail = s_.tail[static_cast<size_t>(b)];
+    if (head < 0) {
+      head = tail = e;
+      s_.nonempty[static_cast<size_t>(b >> 6)] |= uint64_t{1} << (b & 63);
+    } else if (value[tail] >= v) {  // after every pixel of equal or higher stain
+      link[tail] = e;
+      tail = e;
     } else {
-      link_[tail_[b]] = e;
+      int32_t prev = -1, cur = head;
+      while (value[cur] >= v) prev = cur, cur = link[cur];
+      link[e] = cur;
+      (prev < 0 ? head : link[prev]) = e;
     }
-    tail_[b] = e;
     if (b < current_) current_ = b;
   }
 
-  // Next pixel of the lowest non-empty bucket, or -1 when the queue is empty.
+  // The pixel of highest stain that came first, or -1 when the queue is empty.
   int32_t pop() {
     int word = current_ >> 6;
-    uint64_t bits = bits_[word] & (~uint64_t{0} << (current_ & 63));
+    uint64_t bits = s_.nonempty[static_cast<size_t>(word)] & (~uint64_t{0} << (current_ & 63));
     while (bits == 0) {
       if (++word >= kWords) return -1;
-      bits = bits_[word];
+      bits = s_.nonempty[static_cast<size_t>(word)];
     }
     current_ = word * 64 + __builtin_ctzll(bits);
-    const int32_t e = head_[current_];
-    head_[current_] = link_[e];
-    if (link_[e] < 0) bits_[word] &= ~(uint64_t{1} << (current_ & 63));
-    return pixel_[e];
+    int32_t& head = s_.head[static_cast<size_t>(current_)];
+    const int32_t e = head;
+    head = s_.link[static_cast<size_t>(e)];
+    if (head < 0) s_.nonempty[static_cast<size_t>(word)] &= ~(uint64_t{1} << (current_ & 63));
+    return s_.pixel[static_cast<size_t>(e)];
   }
 
   // Every pixel pushed so far, in push order.
-  const int32_t* begin() const { return pixel_; }
-  const int32_t* end() const { return pixel_ + size_; }
+  const int32_t* begin() const { return s_.pixel.data(); }
+  const int32_t* end() const { return s_.pixel.data() + size_; }
 
  private:
   WatershedScratch& s_;
-  int32_t* pixel_;
-  int32_t* link_;
-  int32_t* head_;
-  int32_t* tail_;
-  uint64_t* bits_;
+  float hi_, scale_ = 0;
   int32_t size_ = 0;
   int current_ = 0;
 };
@@ -159,6 +166,7 @@ void measure_nuclei(const float* stain, int64_t h, int64_t w, const std::vector<
     const float v = st[q];
     label[q] = (v >= fl[q]) & (v >= above) ? 0 : -1;
   }
+
   // Seeds, in raster order (the order markers enter the flood); a later seed on
   // the same pixel takes it over.
   std::vector<int32_t> order(n);
@@ -169,7 +177,8 @@ void measure_nuclei(const float* stain, int64_t h, int64_t w, const std::vector<
   std::sort(order.begin(), order.end());
   order.erase(std::unique(order.begin(), order.end()), order.end());
 
-  // Bucket range: from the lowest seed or flood pixel to the highest pixel.
+  std::vector<float> top(n + 1, -inf);
+  // The stain range of the flood: its pixels and the seeds (which may lie outside it).
   float hi = -inf, lo = inf;
   {
     float m[16], l[16];
@@ -193,18 +202,11 @@ void measure_nuclei(const float* stain, int64_t h, int64_t w, const std::vector<
       lo = std::min(lo, l[j]);
     }
   }
-  const float scale = hi > lo ? static_cast<float>((kBuckets - 1) / (static_cast<double>(hi) - lo)) : 0.0f;
-  auto bucket = [&](float v) {
-    const float b = (hi - v) * scale;
-    return b <= 0 ? 0 : b >= kBuckets - 1 ? kBuckets - 1 : static_cast<int>(b);
-  };
-
-  std::vector<float> top(n + 1, -inf);
-  BucketQueue queue(s, total);
+  FloodQueue queue(s, total, lo, hi);
   for (int32_t q : order) {
     const int32_t lab = label[q];
     top[static_cast<size_t>(lab)] = std::max(top[static_cast<size_t>(lab)], st[q]);
-    queue.push(q, bucket(st[q]));
+    queue.push(q, st[q]);
   }
   const int32_t offsets[4] = {-static_cast<int32_t>(stride), -1, 1, static_cast<int32_t>(stride)};
   for (int32_t p = queue.pop(); p >= 0; p = queue.pop()) {
@@ -215,7 +217,7 @@ void measure_nuclei(const float* stain, int64_t h, int64_t w, const std::vector<
       label[q] = lab;
       const float v = st[q];
       top[static_cast<size_t>(lab)] = std::max(top[static_cast<size_t>(lab)], v);
-      queue.push(q, bucket(v));
+      queue.push(q, v);
     }
   }
 

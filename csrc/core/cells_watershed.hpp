@@ -27,9 +27,11 @@ struct WatershedScratch {
   std::vector<float> stain;      // (h + 2) x (w + 2) copy of the map, for border-free neighbours
   std::vector<float> floor;      // lowest level a nucleus may have at each pixel
   std::vector<int32_t> label;    // -1 outside the flood, 0 not reached yet, else seed + 1
-  // The priority queue: pixels in push order, links of each bucket's FIFO list,
-  // first and last entry of each bucket, one bit per non-empty bucket.
-  std::vector<int32_t> pixel, link, head, tail;
+  // The flood's priority queue (see FloodQueue): entries (pixel, stain, next in its
+  // bucket) in push order, first and last entry of each bucket, non-empty buckets.
+  std::vector<int32_t> pixel;
+  std::vector<float> value;
+  std::vector<int32_t> link, head, tail;
   std::vector<uint64_t> nonempty;
 };
 
