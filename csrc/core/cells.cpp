@@ -18,7 +18,8 @@ constexpr int kSectors = 36;  // 10-degree sectors of a membrane ring
 
 // Everything one thread needs for one tile, reused from tile to tile.
 struct Workspace {
-  std::vector<float> dab, nuclear, smooth, window_max, eroded, shape;
+  std::vector<float> dab, nuclear, smooth, window_max, shape;
+  std::vector<float> half, eroded;  // every other pixel of `smooth`, and its erosion
   std::vector<uint8_t> candidates;
   FilterScratch filters;
   WatershedScratch watershed;
@@ -114,6 +115,7 @@ struct Centre {
 // order of their first pixel.
 std::vector<Centre> find_centres(Workspace& ws, int64_t h, int64_t w, const std::vector<int>& disk,
                                  const Params& p) {
+  const int64_t hh = (h + 1) / 2, hw = (w + 1) / 2;  // the background's grid
   const float* sm = ws.smooth.data();
   const float* m3 = ws.window_max.data();  // 3 x 3 maxima: a cheap first test
   uint8_t* cand = ws.candidates.data();
@@ -133,8 +135,9 @@ std::vector<Centre> find_centres(Workspace& ws, int64_t h, int64_t w, const std:
       float bg = std::numeric_limits<float>::quiet_NaN();
       if (p.min_contrast > 0) {
         // the opening is at least the erosion here: a cheap test first
-        if (!(sm[i] - ws.eroded[static_cast<size_t>(i)] > p.min_contrast)) continue;
-        bg = opening_at(ws.eroded.data(), h, w, disk, x, y);
+        const int64_t hx = x / 2, hy = y / 2;
+        if (!(sm[i] - ws.eroded[static_cast<size_t>(hy * hw + hx)] > p.min_contrast)) continue;
+        bg = opening_at(ws.eroded.data(), hh, hw, disk, hx, hy);
         if (!(sm[i] - bg > p.min_contrast)) continue;
       }
       peaks.push_back(i);
@@ -320,13 +323,17 @@ void detect_tile(const uint8_t* rgb, int64_t h, int64_t w, const Params& p, cons
                  const std::vector<float>& detect_kernel, const std::vector<float>& shape_kernel,
                  const std::vector<int>& disk, Workspace& ws, std::vector<Cell>& cells) {
   const auto npix = static_cast<size_t>(h * w);
-  for (auto* v : {&ws.dab, &ws.nuclear, &ws.smooth, &ws.window_max, &ws.eroded, &ws.shape})
-    v->resize(npix);
+  for (auto* v : {&ws.dab, &ws.nuclear, &ws.smooth, &ws.window_max, &ws.shape}) v->resize(npix);
+  const int64_t hh = (h + 1) / 2, hw = (w + 1) / 2;  // the background's half-resolution grid
+  ws.half.resize(static_cast<size_t>(hh * hw));
+  ws.eroded.resize(static_cast<size_t>(hh * hw));
   ws.candidates.resize(npix);
   stain_maps(rgb, h * w, tab, p.membranous, ws.dab.data(), ws.nuclear.data());
   gaussian_blur(ws.nuclear.data(), h, w, detect_kernel, ws.smooth.data(), ws.filters, p.simd);
   max_window(ws.smooth.data(), h, w, 1, ws.window_max.data(), ws.filters, p.simd);
-  erode_disk(ws.smooth.data(), h, w, disk, ws.eroded.data(), ws.filters, p.simd);
+  for (int64_t y = 0; y < hh; ++y)
+    for (int64_t x = 0; x < hw; ++x) ws.half[static_cast<size_t>(y * hw + x)] = ws.smooth[static_cast<size_t>(2 * y * w + 2 * x)];
+  erode_disk(ws.half.data(), hh, hw, disk, ws.eroded.data(), ws.filters, p.simd);
   const auto centres = find_centres(ws, h, w, disk, p);
   cells.assign(centres.size(), Cell{});
   if (centres.empty()) return;
@@ -343,7 +350,8 @@ void detect_tile(const uint8_t* rgb, int64_t h, int64_t w, const Params& p, cons
     seeds[i] = y * w + x;
     peak[i] = ws.smooth[static_cast<size_t>(seeds[i])];
     const bool known = seeds[i] == centres[i].pixel && !std::isnan(centres[i].background);
-    background[i] = known ? centres[i].background : opening_at(ws.eroded.data(), h, w, disk, x, y);
+    background[i] =
+        known ? centres[i].background : opening_at(ws.eroded.data(), hh, hw, disk, x / 2, y / 2);
     if (!p.membranous) {
       c.dab = mean_dab(ws.dab.data(), h, w, x, y, mean_disk, mean_reach);
       c.grade = grade_of(c.dab, p.thresholds);

@@ -14,7 +14,7 @@ namespace {
 // list kept in that order (almost always appended to at its end: it holds a few
 // pixels), and a bitmap finds the first non-empty bucket. Entries are allocated in
 // push order, so they double as the list of flooded pixels.
-constexpr int kBuckets = 4096;
+constexpr int kBuckets = 8192;
 constexpr int kWords = kBuckets / 64;
 
 class FloodQueue {
@@ -128,13 +128,6 @@ void measure_nuclei(const float* stain, int64_t h, int64_t w, const std::vector<
   float* st = s.stain.data();
   float* fl = s.floor.data();
   int32_t* label = s.label.data();
-  std::fill(st, st + stride, -inf);
-  std::fill(st + (h + 1) * stride, st + total, -inf);
-  for (int64_t y = 0; y < h; ++y) {
-    float* row = st + (y + 1) * stride;
-    row[0] = row[w + 1] = -inf;
-    std::memcpy(row + 1, stain + y * w, static_cast<size_t>(w) * sizeof(float));
-  }
 
   // The lowest level a nucleus may have, painted within `reach` of each seed:
   // row dy of the disk spans [-span[dy + r], span[dy + r]], the largest dx with
@@ -160,67 +153,73 @@ void measure_nuclei(const float* stain, int64_t h, int64_t w, const std::vector<
       for (int64_t x = x0; x <= x1; ++x) f[x] = std::min(f[x], lower);
     }
   }
-  // Pixels of the flood get label 0, the rest (and the border) -1.
+  // One pass over the padded layout: the map copied in (-inf border), flood pixels
+  // labelled 0 and the rest -1, and the flood's stain range.
   const float above = std::nextafter(mask_min, inf);
-  for (size_t q = 0; q < total; ++q) {
-    const float v = st[q];
-    label[q] = (v >= fl[q]) & (v >= above) ? 0 : -1;
+  std::fill(st, st + stride, -inf);
+  std::fill(st + (h + 1) * stride, st + total, -inf);
+  std::fill(label, label + stride, -1);
+  std::fill(label + (h + 1) * stride, label + total, -1);
+  float hi = -inf, lo = inf;
+  for (int64_t y = 0; y < h; ++y) {
+    float* __restrict row = st + (y + 1) * stride;
+    int32_t* __restrict lab = label + (y + 1) * stride;
+    const float* __restrict f = fl + (y + 1) * stride;
+    const float* __restrict src = stain + y * w;
+    row[0] = row[w + 1] = -inf;
+    lab[0] = lab[w + 1] = -1;
+    float m[8], l[8];
+    std::fill(m, m + 8, -inf);
+    std::fill(l, l + 8, inf);
+    int64_t x = 0;
+    for (; x + 8 <= w; x += 8)
+      for (int j = 0; j < 8; ++j) {
+        const float v = src[x + j];
+        const bool in = (v >= f[x + j + 1]) & (v >= above);
+        row[x + j + 1] = v;
+        lab[x + j + 1] = in ? 0 : -1;
+        m[j] = std::max(m[j], in ? v : -inf);
+        l[j] = std::min(l[j], in ? v : inf);
+      }
+    for (; x < w; ++x) {
+      const float v = src[x];
+      const bool in = (v >= f[x + 1]) & (v >= above);
+      row[x + 1] = v;
+      lab[x + 1] = in ? 0 : -1;
+      if (in) hi = std::max(hi, v), lo = std::min(lo, v);
+    }
+    for (int j = 0; j < 8; ++j) hi = std::max(hi, m[j]), lo = std::min(lo, l[j]);
   }
 
   // Seeds, in raster order (the order markers enter the flood); a later seed on
-  // the same pixel takes it over.
+  // the same pixel takes it over. Seeds may lie outside the flood's pixels.
   std::vector<int32_t> order(n);
   for (size_t i = 0; i < n; ++i) {
     order[i] = static_cast<int32_t>((seeds[i] / w + 1) * stride + seeds[i] % w + 1);
     label[order[i]] = static_cast<int32_t>(i + 1);
+    lo = std::min(lo, st[order[i]]);
+    hi = std::max(hi, st[order[i]]);
   }
   std::sort(order.begin(), order.end());
   order.erase(std::unique(order.begin(), order.end()), order.end());
 
-  std::vector<float> top(n + 1, -inf);
-  // The stain range of the flood: its pixels and the seeds (which may lie outside it).
-  float hi = -inf, lo = inf;
-  {
-    float m[16], l[16];
-    std::fill(m, m + 16, -inf);
-    std::fill(l, l + 16, inf);
-    size_t q = 0;
-    for (; q + 16 <= total; q += 16)
-      for (int j = 0; j < 16; ++j) {
-        const float v = st[q + j];
-        const bool in = label[q + j] >= 0;
-        m[j] = std::max(m[j], in ? v : -inf);
-        l[j] = std::min(l[j], in ? v : inf);
-      }
-    for (; q < total; ++q)
-      if (label[q] >= 0) {
-        hi = std::max(hi, st[q]);
-        lo = std::min(lo, st[q]);
-      }
-    for (int j = 0; j < 16; ++j) {
-      hi = std::max(hi, m[j]);
-      lo = std::min(lo, l[j]);
-    }
-  }
   FloodQueue queue(s, total, lo, hi);
-  for (int32_t q : order) {
-    const int32_t lab = label[q];
-    top[static_cast<size_t>(lab)] = std::max(top[static_cast<size_t>(lab)], st[q]);
-    queue.push(q, st[q]);
-  }
-  const int32_t offsets[4] = {-static_cast<int32_t>(stride), -1, 1, static_cast<int32_t>(stride)};
+  for (int32_t q : order) queue.push(q, st[q]);
+  const int32_t up = -static_cast<int32_t>(stride), down = static_cast<int32_t>(stride);
   for (int32_t p = queue.pop(); p >= 0; p = queue.pop()) {
     const int32_t lab = label[p];
-    for (int32_t off : offsets) {
-      const int32_t q = p + off;
-      if (label[q] != 0) continue;
-      label[q] = lab;
-      const float v = st[q];
-      top[static_cast<size_t>(lab)] = std::max(top[static_cast<size_t>(lab)], v);
-      queue.push(q, v);
-    }
+    if (label[p + up] == 0) label[p + up] = lab, queue.push(p + up, st[p + up]);
+    if (label[p - 1] == 0) label[p - 1] = lab, queue.push(p - 1, st[p - 1]);
+    if (label[p + 1] == 0) label[p + 1] = lab, queue.push(p + 1, st[p + 1]);
+    if (label[p + down] == 0) label[p + down] = lab, queue.push(p + down, st[p + down]);
   }
 
+  // Each basin's highest stain, then its level.
+  std::vector<float> top(n + 1, -inf);
+  for (int32_t q : queue) {
+    float& t = top[static_cast<size_t>(label[q])];
+    t = std::max(t, st[q]);
+  }
   std::vector<float> level(n + 1);
   for (size_t i = 0; i < n; ++i) {
     const double t = std::max(static_cast<double>(top[i + 1]), peak[i]);

@@ -160,7 +160,8 @@ class _Scales:
     peak_window: int
     """Odd side of the square window a centre is the maximum of (~1.5 radii)."""
     background_diameter: int
-    """Odd diameter of the disk of the background opening (~4 radii)."""
+    """Odd diameter, in pixels of the half-resolution map, of the disk of the background
+    opening (~4 radii: 2 radii at half resolution)."""
     mean_radius: float
     """Radius of the disk a nucleus's DAB is averaged over (0.7 radius)."""
     reach: float
@@ -174,7 +175,7 @@ def _scales(radius_px: float) -> _Scales:
         detect_sigma=max(r / 2.0, 0.8),
         shape_sigma=max(r / 4.0, 0.7),
         peak_window=max(3, round(r * 1.5) | 1),
-        background_diameter=max(3, round(r * 4) | 1),
+        background_diameter=max(3, round(r * 2) | 1),
         mean_radius=max(0.7 * r, 1.0),
         reach=3.0 * r,
     )
@@ -192,11 +193,19 @@ def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
 
 def _background(smooth: np.ndarray, diameter: int) -> np.ndarray:
     """The local background of a nucleus: a morphological opening with a disk wider
-    than a nucleus (what is left of stroma and cytoplasm once nuclei are removed)."""
+    than a nucleus (what is left of stroma and cytoplasm once nuclei are removed).
+
+    It varies over tens of micrometres, so it is computed on every other pixel of
+    the detection map (smoothed at half a nucleus radius already) and read back
+    from the nearest of them: a quarter of the pixels, an eighth of the work.
+    """
     import cv2
 
     disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (diameter, diameter))
-    return cv2.morphologyEx(smooth, cv2.MORPH_OPEN, disk, borderType=cv2.BORDER_REFLECT)
+    half = np.ascontiguousarray(smooth[::2, ::2])
+    opened = cv2.morphologyEx(half, cv2.MORPH_OPEN, disk, borderType=cv2.BORDER_REFLECT)
+    full = np.repeat(np.repeat(opened, 2, axis=0), 2, axis=1)
+    return full[: smooth.shape[0], : smooth.shape[1]]
 
 
 def _centres(
