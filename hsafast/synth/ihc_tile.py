@@ -34,7 +34,7 @@ def render_ihc_tile(
     *,
     mpp: float = 0.5,
     positive_fraction: float = 0.3,
-    compartment: Literal["nuclear", "membranous"] = "nuclear",
+    compartment: Literal["nuclear", "membranous", "cytoplasmic"] = "nuclear",
     density: float = 0.6,
     nucleus_radius_um: float = 3.5,
     positive_od: tuple[float, float] = (0.35, 0.9),
@@ -47,8 +47,10 @@ def render_ihc_tile(
     """A realistic H-DAB tile with known cells; ``density`` is the area share of cells.
 
     ``spacing`` is the least distance between nucleus centres, in nucleus radii
-    (default 2.6 nuclear, 3.4 membranous; 2.0 lets nuclei touch), and
-    ``background_dab`` adds non-specific DAB (log10 OD) to the whole tile.
+    (default 2.6 nuclear, 3.4 membranous and cytoplasmic; 2.0 lets nuclei touch), and
+    ``background_dab`` adds non-specific DAB (log10 OD) to the whole tile. A positive
+    cytoplasmic cell has DAB in a cell body about twice its nucleus across, and a
+    little over the nucleus (cytoplasm above and below it in the section).
     """
     import cv2
 
@@ -87,6 +89,12 @@ def render_ihc_tile(
             hema[inside] += 0.15 * chromatin
         else:
             hema[inside] += rng.uniform(0.25, 0.55) * chromatin
+        if compartment == "cytoplasmic" and pos:
+            k = rng.uniform(1.9, 2.3)
+            body = (u * u + v * v) <= k * k
+            load = rng.uniform(*positive_od)
+            texture = 1.0 + 0.2 * rng.standard_normal(int(body.sum())).astype(np.float32)
+            dab[body] += load * texture * np.where(inside[body], rng.uniform(0.0, 0.3), 1.0)
         if compartment == "membranous" and pos:
             rr = np.hypot(dx, dy)
             ring_r = a * 1.35 + 0.5 / mpp
