@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from hsafast.registration.nonrigid import estimate_field, smooth_field, structure_flow
-from hsafast.registration.quality import Verdict, correlation_gain, effective_samples
 from hsafast.registration.representation import optical_density, structure_image, tissue_mask
 from hsafast.synth.known_pairs import random_field
 
@@ -71,17 +70,3 @@ def test_threaded_field_equals_serial_reference(displaced) -> None:
 def test_no_pairs_is_an_error(displaced) -> None:
     with pytest.raises(ValueError, match="at least one pair"):
         estimate_field([], displaced[2], BLUR, WINDOW, SIGMA)
-
-
-def test_correlation_gain_in_standard_errors() -> None:
-    # 4 pi sigma^2 pixels of an image blurred by sigma carry one independent sample
-    assert effective_samples(4 * np.pi * 16.0 * 1003, 4.0) == pytest.approx(1003)
-    before = Verdict(True, quality={"ncc": 0.2}, samples=1003)
-    after = Verdict(True, quality={"ncc": 0.3}, samples=1203)
-    expected = (np.arctanh(0.3) - np.arctanh(0.2)) * np.sqrt(1000)  # the smaller n counts
-    assert correlation_gain(before, after) == pytest.approx(expected)
-    assert correlation_gain(after, before) == pytest.approx(-expected)
-    # the same gain on fewer samples is less convincing
-    few = Verdict(True, quality={"ncc": 0.3}, samples=103)
-    assert correlation_gain(before, few) == pytest.approx(expected / np.sqrt(10))
-    assert correlation_gain(before, Verdict(True, quality={"ncc": 0.9}, samples=3)) == 0.0
