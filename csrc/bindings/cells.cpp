@@ -1,6 +1,6 @@
 // Python bindings of cell detection: uint8 tiles in (no copy), per-cell arrays
 // out, the GIL released while the kernel runs. The filters are bound too, so that
-// tests can compare each against OpenCV on the same input.
+// tests can compare each against OpenCV or SciPy on the same input.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -133,7 +133,8 @@ py::array_t<float> blur(const F32& img, double sigma, const std::string& simd) {
   {
     py::gil_scoped_release release;
     cl::FilterScratch s;
-    cl::gaussian_blur(img.data(), img.shape(0), img.shape(1), kernel, out.mutable_data(), s, path);
+    cl::gaussian_blur(img.data(), img.shape(0), img.shape(1), kernel, out.mutable_data(),
+                      img.shape(1), s, path);
   }
   return out;
 }
@@ -152,14 +153,16 @@ py::array_t<float> erode(const F32& img, int diameter, const std::string& simd) 
   return out;
 }
 
-py::array_t<float> window_max(const F32& img, int size, const std::string& simd) {
-  if (size < 1 || size % 2 == 0 || size > 4001) throw py::value_error("size must be odd, 1-4001");
-  auto out = check_map(img);
+py::array_t<uint8_t> peak_candidates(const F32& img, float min_value, const std::string& simd) {
+  if (img.ndim() != 2 || img.shape(0) < 1 || img.shape(1) < 1)
+    throw py::value_error("expected a non-empty 2-D float32 map");
+  py::array_t<uint8_t> out({img.shape(0), img.shape(1)});
   const cl::Simd path = simd_of(simd);
   {
     py::gil_scoped_release release;
     cl::FilterScratch s;
-    cl::max_window(img.data(), img.shape(0), img.shape(1), size / 2, out.mutable_data(), s, path);
+    cl::peak_candidates(img.data(), img.shape(0), img.shape(1), min_value, out.mutable_data(), s,
+                        path);
   }
   return out;
 }
@@ -182,7 +185,7 @@ void init_cells(py::module_& m) {
         "Gaussian blur of a float32 map as cv2.GaussianBlur(image, (0, 0), sigma).");
   m.def("cells_erode", &erode, py::arg("image"), py::arg("diameter"), py::arg("simd") = "auto",
         "Erosion of a float32 map by cv2's elliptic disk of that diameter, reflected borders.");
-  m.def("cells_window_max", &window_max, py::arg("image"), py::arg("size"),
+  m.def("cells_peak_candidates", &peak_candidates, py::arg("image"), py::arg("min_value"),
         py::arg("simd") = "auto",
-        "Maximum over the size x size window, as scipy.ndimage.maximum_filter.");
+        "uint8 mask: above min_value and the largest of its 3 x 3 neighbourhood.");
 }

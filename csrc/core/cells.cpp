@@ -18,9 +18,12 @@ constexpr int kSectors = 36;  // 10-degree sectors of a membrane ring
 
 // Everything one thread needs for one tile, reused from tile to tile.
 struct Workspace {
-  std::vector<float> dab, nuclear, smooth, window_max, shape;
+  std::vector<float> nuclear;  // the nuclear map; then scratch of the watershed
+  std::vector<float> dab;      // membranous markers only: rings read it
+  std::vector<float> smooth;   // detection map
+  std::vector<float> shape;    // the map nuclei are measured on, padded by one -inf pixel
   std::vector<float> half, eroded;  // every other pixel of `smooth`, and its erosion
-  std::vector<uint8_t> candidates;
+  std::vector<uint8_t> candidates;  // 3 x 3 maxima of `smooth`
   FilterScratch filters;
   WatershedScratch watershed;
   std::vector<int8_t> sectors;  // sector of each offset of the largest ring so far
@@ -44,14 +47,27 @@ MapTables map_tables(const Params& p) {
   return t;
 }
 
-void stain_maps(const uint8_t* rgb, int64_t npix, const MapTables& t, bool membranous,
-                float* dab, float* nuclear) {
+// Concentrations (hematoxylin, DAB) of one pixel, clamped at zero as scikit-image does.
+inline v2f concentrations(const uint8_t* px, const MapTables& t) {
+  const v2f hd = t.t[0][px[0]] + t.t[1][px[1]] + t.t[2][px[2]];
   const v2f zero = {0.0f, 0.0f};
-  for (int64_t i = 0; i < npix; ++i, rgb += 3) {
-    v2f hd = t.t[0][rgb[0]] + t.t[1][rgb[1]] + t.t[2][rgb[2]];
-    hd = hd > zero ? hd : zero;  // concentrations are clamped at zero
-    dab[i] = hd[1];
-    nuclear[i] = membranous ? hd[0] : hd[0] + hd[1];
+  return hd > zero ? hd : zero;
+}
+
+// The nuclear map: H + DAB (nuclear markers) or H with the DAB map (membranous).
+void stain_maps(const uint8_t* rgb, int64_t npix, const MapTables& t, bool membranous,
+                float* nuclear, float* dab) {
+  if (membranous) {
+    for (int64_t i = 0; i < npix; ++i, rgb += 3) {
+      const v2f hd = concentrations(rgb, t);
+      nuclear[i] = hd[0];
+      dab[i] = hd[1];
+    }
+  } else {
+    for (int64_t i = 0; i < npix; ++i, rgb += 3) {
+      const v2f hd = concentrations(rgb, t);
+      nuclear[i] = hd[0] + hd[1];
+    }
   }
 }
 
@@ -117,9 +133,7 @@ std::vector<Centre> find_centres(Workspace& ws, int64_t h, int64_t w, const std:
                                  const Params& p) {
   const int64_t hh = (h + 1) / 2, hw = (w + 1) / 2;  // the background's grid
   const float* sm = ws.smooth.data();
-  const float* m3 = ws.window_max.data();  // 3 x 3 maxima: a cheap first test
-  uint8_t* cand = ws.candidates.data();
-  for (int64_t i = 0; i < h * w; ++i) cand[i] = (sm[i] == m3[i]) & (sm[i] > p.min_od);
+  const uint8_t* cand = ws.candidates.data();  // 3 x 3 maxima above min_od: a cheap first test
   std::vector<int64_t> peaks;
   std::vector<float> peak_bg;
   for (int64_t i0 = 0; i0 < h * w; i0 += 8) {
@@ -206,15 +220,16 @@ std::vector<std::pair<int, int>> disk_offsets(double radius) {
 }
 
 // Mean of DAB over the disk around (x, y), reflected borders (cv::filter2D with
-// BORDER_REFLECT and a normalised disk kernel).
-double mean_dab(const float* dab, int64_t h, int64_t w, int64_t x, int64_t y,
-                const std::vector<std::pair<int, int>>& disk, int reach) {
+// BORDER_REFLECT and a normalised disk kernel), straight from the tile's pixels.
+double mean_dab(const uint8_t* rgb, int64_t h, int64_t w, int64_t x, int64_t y,
+                const std::vector<std::pair<int, int>>& disk, int reach, const MapTables& t) {
   double sum = 0;
   if (x >= reach && y >= reach && x + reach < w && y + reach < h) {
-    const float* c = dab + y * w + x;
-    for (const auto& [dx, dy] : disk) sum += c[dy * w + dx];
+    const uint8_t* c = rgb + (y * w + x) * 3;
+    for (const auto& [dx, dy] : disk) sum += concentrations(c + (dy * w + dx) * 3, t)[1];
   } else {
-    for (const auto& [dx, dy] : disk) sum += dab[reflect(y + dy, h) * w + reflect(x + dx, w)];
+    for (const auto& [dx, dy] : disk)
+      sum += concentrations(rgb + (reflect(y + dy, h) * w + reflect(x + dx, w)) * 3, t)[1];
   }
   return sum / static_cast<double>(disk.size());
 }
@@ -323,16 +338,23 @@ void detect_tile(const uint8_t* rgb, int64_t h, int64_t w, const Params& p, cons
                  const std::vector<float>& detect_kernel, const std::vector<float>& shape_kernel,
                  const std::vector<int>& disk, Workspace& ws, std::vector<Cell>& cells) {
   const auto npix = static_cast<size_t>(h * w);
-  for (auto* v : {&ws.dab, &ws.nuclear, &ws.smooth, &ws.window_max, &ws.shape}) v->resize(npix);
+  const int64_t stride = w + 2;  // the padded shape map
   const int64_t hh = (h + 1) / 2, hw = (w + 1) / 2;  // the background's half-resolution grid
+  ws.nuclear.resize(npix);
+  ws.smooth.resize(npix);
+  ws.candidates.resize(npix);
+  ws.shape.resize(static_cast<size_t>((h + 2) * stride));
   ws.half.resize(static_cast<size_t>(hh * hw));
   ws.eroded.resize(static_cast<size_t>(hh * hw));
-  ws.candidates.resize(npix);
-  stain_maps(rgb, h * w, tab, p.membranous, ws.dab.data(), ws.nuclear.data());
-  gaussian_blur(ws.nuclear.data(), h, w, detect_kernel, ws.smooth.data(), ws.filters, p.simd);
-  max_window(ws.smooth.data(), h, w, 1, ws.window_max.data(), ws.filters, p.simd);
-  for (int64_t y = 0; y < hh; ++y)
-    for (int64_t x = 0; x < hw; ++x) ws.half[static_cast<size_t>(y * hw + x)] = ws.smooth[static_cast<size_t>(2 * y * w + 2 * x)];
+  if (p.membranous) ws.dab.resize(npix);
+  stain_maps(rgb, h * w, tab, p.membranous, ws.nuclear.data(), ws.dab.data());
+  gaussian_blur(ws.nuclear.data(), h, w, detect_kernel, ws.smooth.data(), w, ws.filters, p.simd);
+  peak_candidates(ws.smooth.data(), h, w, p.min_od, ws.candidates.data(), ws.filters, p.simd);
+  for (int64_t y = 0; y < hh; ++y) {
+    const float* src = ws.smooth.data() + 2 * y * w;
+    float* dst = ws.half.data() + y * hw;
+    for (int64_t x = 0; x < hw; ++x) dst[x] = src[2 * x];
+  }
   erode_disk(ws.half.data(), hh, hw, disk, ws.eroded.data(), ws.filters, p.simd);
   const auto centres = find_centres(ws, h, w, disk, p);
   cells.assign(centres.size(), Cell{});
@@ -353,14 +375,21 @@ void detect_tile(const uint8_t* rgb, int64_t h, int64_t w, const Params& p, cons
     background[i] =
         known ? centres[i].background : opening_at(ws.eroded.data(), hh, hw, disk, x / 2, y / 2);
     if (!p.membranous) {
-      c.dab = mean_dab(ws.dab.data(), h, w, x, y, mean_disk, mean_reach);
+      c.dab = mean_dab(rgb, h, w, x, y, mean_disk, mean_reach, tab);
       c.grade = grade_of(c.dab, p.thresholds);
     }
   }
-  gaussian_blur(ws.nuclear.data(), h, w, shape_kernel, ws.shape.data(), ws.filters, p.simd);
+  // The shape map goes inside a border of -inf, so the flood needs no bounds checks.
+  float* shape = ws.shape.data();
+  const float ninf = -std::numeric_limits<float>::infinity();
+  std::fill(shape, shape + stride, ninf);
+  std::fill(shape + (h + 1) * stride, shape + (h + 2) * stride, ninf);
+  for (int64_t y = 1; y <= h; ++y) shape[y * stride] = shape[y * stride + w + 1] = ninf;
+  gaussian_blur(ws.nuclear.data(), h, w, shape_kernel, shape + stride + 1, stride, ws.filters,
+                p.simd);
   std::vector<NucleusShape> shapes;
-  measure_nuclei(ws.shape.data(), h, w, seeds, peak, background, p.mask_min, p.reach, ws.watershed,
-                 shapes);
+  measure_nuclei(shape, h, w, seeds, peak, background, p.mask_min, p.reach, ws.nuclear.data(),
+                 ws.watershed, shapes);
   for (size_t i = 0; i < cells.size(); ++i) {
     cells[i].area_um2 = shapes[i].area * p.mpp * p.mpp;
     cells[i].width_um = shapes[i].width * p.mpp;

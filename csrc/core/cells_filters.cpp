@@ -107,7 +107,7 @@ std::vector<float> gaussian_half_kernel(double sigma) {
 }
 
 void gaussian_blur(const float* src, int64_t h, int64_t w, const std::vector<float>& k, float* dst,
-                   FilterScratch& s, Simd simd) {
+                   int64_t dst_stride, FilterScratch& s, Simd simd) {
   const int r = static_cast<int>(k.size()) - 1;
   s.tmp.resize(static_cast<size_t>(h * w));
   s.pad.resize(static_cast<size_t>(w + 2 * r));
@@ -116,10 +116,12 @@ void gaussian_blur(const float* src, int64_t h, int64_t w, const std::vector<flo
   const float** b = a + r + 1;
 #if defined(HSAFAST_CELLS_AVX2)
   if (resolve_simd(simd) == Simd::kAvx2)
-    return avx2::gaussian_blur(src, h, w, k.data(), r, dst, s.tmp.data(), s.pad.data(), a, b);
+    return avx2::gaussian_blur(src, h, w, k.data(), r, dst, dst_stride, s.tmp.data(),
+                               s.pad.data(), a, b);
 #endif
   (void)simd;
-  baseline::gaussian_blur(src, h, w, k.data(), r, dst, s.tmp.data(), s.pad.data(), a, b);
+  baseline::gaussian_blur(src, h, w, k.data(), r, dst, dst_stride, s.tmp.data(), s.pad.data(), a,
+                          b);
 }
 
 void erode_disk(const float* src, int64_t h, int64_t w, const std::vector<int>& hw, float* dst,
@@ -148,16 +150,15 @@ void erode_disk(const float* src, int64_t h, int64_t w, const std::vector<int>& 
                        s.tables.data(), s.levels.data(), s.taps.data());
 }
 
-void max_window(const float* src, int64_t h, int64_t w, int r, float* dst, FilterScratch& s,
-                Simd simd) {
-  s.tmp.resize(static_cast<size_t>(h * w));
-  s.pad.resize(static_cast<size_t>(w + 2 * r));
+void peak_candidates(const float* src, int64_t h, int64_t w, float min_value, uint8_t* out,
+                     FilterScratch& s, Simd simd) {
+  s.pad.resize(static_cast<size_t>(3 * (w + 2)));
 #if defined(HSAFAST_CELLS_AVX2)
   if (resolve_simd(simd) == Simd::kAvx2)
-    return avx2::max_window(src, h, w, r, dst, s.tmp.data(), s.pad.data());
+    return avx2::peak_candidates(src, h, w, min_value, out, s.pad.data());
 #endif
   (void)simd;
-  baseline::max_window(src, h, w, r, dst, s.tmp.data(), s.pad.data());
+  baseline::peak_candidates(src, h, w, min_value, out, s.pad.data());
 }
 
 }  // namespace hsafast::cells

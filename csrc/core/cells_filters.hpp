@@ -1,12 +1,12 @@
 // Image filters of cell detection: separable Gaussian blur, erosion with a disk,
-// square-window maximum. Each is a few passes over whole rows, written so that
+// local-maximum candidates. Each is a few passes over whole rows, written so that
 // the compiler vectorises the inner loop over x; cells_filters.cpp compiles them
 // once for the baseline target and once for AVX2, chosen at run time.
 //
 // Borders follow OpenCV and SciPy, so that results match the Python reference:
 // the blur reflects without repeating the edge pixel (OpenCV's default,
-// BORDER_REFLECT_101), the erosion repeats it (BORDER_REFLECT); the maximum
-// window is clipped to the image, which equals SciPy's "reflect" for a maximum.
+// BORDER_REFLECT_101), the erosion repeats it (BORDER_REFLECT); neighbourhoods of
+// maxima are clipped to the image, which equals SciPy's "reflect" for a maximum.
 #pragma once
 
 #include <cstdint>
@@ -43,17 +43,19 @@ struct FilterScratch {
   std::vector<const float*> taps;  // the rows (or row offsets) each output row reads
 };
 
-// dst = src blurred by the symmetric kernel half_kernel (k[0] centre), both h x w.
+// dst = src blurred by the symmetric kernel half_kernel (k[0] centre); src is h x w,
+// dst rows lie dst_stride floats apart (w, or more for a padded map).
 void gaussian_blur(const float* src, int64_t h, int64_t w, const std::vector<float>& half_kernel,
-                   float* dst, FilterScratch& scratch, Simd simd);
+                   float* dst, int64_t dst_stride, FilterScratch& scratch, Simd simd);
 
 // dst = minimum of src over the disk given by its row half-widths (2r + 1 rows).
 void erode_disk(const float* src, int64_t h, int64_t w, const std::vector<int>& half_widths,
                 float* dst, FilterScratch& scratch, Simd simd);
 
-// dst = maximum of src over the (2r + 1) x (2r + 1) window clipped to the image.
-void max_window(const float* src, int64_t h, int64_t w, int r, float* dst,
-                FilterScratch& scratch, Simd simd);
+// out (h x w bytes) = 1 where src exceeds min_value and is the largest of its 3 x 3
+// neighbourhood clipped to the image (ties count as largest), else 0.
+void peak_candidates(const float* src, int64_t h, int64_t w, float min_value, uint8_t* out,
+                     FilterScratch& scratch, Simd simd);
 
 // Border index maps: reflect (edge repeated) and reflect-101 (edge not repeated).
 inline int64_t reflect(int64_t i, int64_t n) {

@@ -112,9 +112,9 @@ float float_at_least(double v) {
 
 }  // namespace
 
-void measure_nuclei(const float* stain, int64_t h, int64_t w, const std::vector<int64_t>& seeds,
+void measure_nuclei(const float* st, int64_t h, int64_t w, const std::vector<int64_t>& seeds,
                     const std::vector<double>& peak, const std::vector<double>& background,
-                    float mask_min, double reach, WatershedScratch& s,
+                    float mask_min, double reach, float* fl, WatershedScratch& s,
                     std::vector<NucleusShape>& out) {
   const size_t n = seeds.size();
   out.assign(n, NucleusShape{});
@@ -122,16 +122,16 @@ void measure_nuclei(const float* stain, int64_t h, int64_t w, const std::vector<
   const int64_t stride = w + 2;
   const auto total = static_cast<size_t>((h + 2) * stride);
   const float inf = std::numeric_limits<float>::infinity();
-  s.stain.resize(total);
-  s.floor.assign(total, inf);
   s.label.resize(total);
-  float* st = s.stain.data();
-  float* fl = s.floor.data();
   int32_t* label = s.label.data();
+  auto padded = [&](int64_t pixel) {
+    return static_cast<int32_t>((pixel / w + 1) * stride + pixel % w + 1);
+  };
 
   // The lowest level a nucleus may have, painted within `reach` of each seed:
   // row dy of the disk spans [-span[dy + r], span[dy + r]], the largest dx with
   // dx^2 + dy^2 <= reach^2.
+  std::fill(fl, fl + h * w, inf);
   const auto r = static_cast<int64_t>(std::floor(reach));
   std::vector<int64_t> span(static_cast<size_t>(2 * r + 1));
   for (int64_t dy = -r; dy <= r; ++dy) {
@@ -143,49 +143,43 @@ void measure_nuclei(const float* stain, int64_t h, int64_t w, const std::vector<
   }
   for (size_t i = 0; i < n; ++i) {
     // a nucleus's basin holds its seed pixel, so its maximum is at least the stain there
-    const double top = std::max(peak[i], static_cast<double>(stain[seeds[i]]));
+    const double top = std::max(peak[i], static_cast<double>(st[padded(seeds[i])]));
     const float lower = float_at_least(background[i] + 0.5 * (top - background[i]));
     const int64_t cx = seeds[i] % w, cy = seeds[i] / w;
     for (int64_t y = std::max<int64_t>(cy - r, 0); y <= std::min<int64_t>(cy + r, h - 1); ++y) {
       const int64_t dx = span[static_cast<size_t>(y - cy + r)];
       const int64_t x0 = std::max<int64_t>(cx - dx, 0), x1 = std::min<int64_t>(cx + dx, w - 1);
-      float* __restrict f = fl + (y + 1) * stride + 1;
+      float* __restrict f = fl + y * w;
       for (int64_t x = x0; x <= x1; ++x) f[x] = std::min(f[x], lower);
     }
   }
-  // One pass over the padded layout: the map copied in (-inf border), flood pixels
-  // labelled 0 and the rest -1, and the flood's stain range.
+  // One pass: flood pixels labelled 0, the rest (and the border) -1, and the flood's
+  // stain range.
   const float above = std::nextafter(mask_min, inf);
-  std::fill(st, st + stride, -inf);
-  std::fill(st + (h + 1) * stride, st + total, -inf);
   std::fill(label, label + stride, -1);
   std::fill(label + (h + 1) * stride, label + total, -1);
   float hi = -inf, lo = inf;
   for (int64_t y = 0; y < h; ++y) {
-    float* __restrict row = st + (y + 1) * stride;
-    int32_t* __restrict lab = label + (y + 1) * stride;
-    const float* __restrict f = fl + (y + 1) * stride;
-    const float* __restrict src = stain + y * w;
-    row[0] = row[w + 1] = -inf;
-    lab[0] = lab[w + 1] = -1;
+    const float* __restrict row = st + (y + 1) * stride + 1;
+    int32_t* __restrict lab = label + (y + 1) * stride + 1;
+    const float* __restrict f = fl + y * w;
+    lab[-1] = lab[w] = -1;
     float m[8], l[8];
     std::fill(m, m + 8, -inf);
     std::fill(l, l + 8, inf);
     int64_t x = 0;
     for (; x + 8 <= w; x += 8)
       for (int j = 0; j < 8; ++j) {
-        const float v = src[x + j];
-        const bool in = (v >= f[x + j + 1]) & (v >= above);
-        row[x + j + 1] = v;
-        lab[x + j + 1] = in ? 0 : -1;
+        const float v = row[x + j];
+        const bool in = (v >= f[x + j]) & (v >= above);
+        lab[x + j] = in ? 0 : -1;
         m[j] = std::max(m[j], in ? v : -inf);
         l[j] = std::min(l[j], in ? v : inf);
       }
     for (; x < w; ++x) {
-      const float v = src[x];
-      const bool in = (v >= f[x + 1]) & (v >= above);
-      row[x + 1] = v;
-      lab[x + 1] = in ? 0 : -1;
+      const float v = row[x];
+      const bool in = (v >= f[x]) & (v >= above);
+      lab[x] = in ? 0 : -1;
       if (in) hi = std::max(hi, v), lo = std::min(lo, v);
     }
     for (int j = 0; j < 8; ++j) hi = std::max(hi, m[j]), lo = std::min(lo, l[j]);
@@ -195,7 +189,7 @@ void measure_nuclei(const float* stain, int64_t h, int64_t w, const std::vector<
   // the same pixel takes it over. Seeds may lie outside the flood's pixels.
   std::vector<int32_t> order(n);
   for (size_t i = 0; i < n; ++i) {
-    order[i] = static_cast<int32_t>((seeds[i] / w + 1) * stride + seeds[i] % w + 1);
+    order[i] = padded(seeds[i]);
     label[order[i]] = static_cast<int32_t>(i + 1);
     lo = std::min(lo, st[order[i]]);
     hi = std::max(hi, st[order[i]]);

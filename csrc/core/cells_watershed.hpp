@@ -24,9 +24,7 @@ struct NucleusShape {
 };
 
 struct WatershedScratch {
-  std::vector<float> stain;      // (h + 2) x (w + 2) copy of the map, for border-free neighbours
-  std::vector<float> floor;      // lowest level a nucleus may have at each pixel
-  std::vector<int32_t> label;    // -1 outside the flood, 0 not reached yet, else seed + 1
+  std::vector<int32_t> label;  // (h + 2) x (w + 2): -1 outside the flood, 0 not reached, seed + 1
   // The flood's priority queue (see FloodQueue): entries (pixel, stain, next in its
   // bucket) in push order, first and last entry of each bucket, non-empty buckets.
   std::vector<int32_t> pixel;
@@ -35,14 +33,15 @@ struct WatershedScratch {
   std::vector<uint64_t> nonempty;
 };
 
-// stain: h x w map the nuclei are measured on; seeds: pixel index (y * w + x) of
-// each nucleus centre; peak and background: the detection map and its local
-// background at each seed; reach: the farthest a nucleus extends from its
-// centre, pixels. Later seeds on the same pixel replace earlier ones (which then
-// measure zero), as markers drawn in order would.
+// stain: the map nuclei are measured on, h x w inside a (h + 2) x (w + 2) layout
+// whose border is -inf (padded(x, y) = (y + 1) (w + 2) + x + 1); seeds: pixel index
+// y w + x of each nucleus centre; peak and background: the detection map and its
+// local background at each seed; reach: the farthest a nucleus extends from its
+// centre, pixels; floor: h x w floats of scratch. Later seeds on the same pixel
+// replace earlier ones (which then measure zero), as markers drawn in order would.
 void measure_nuclei(const float* stain, int64_t h, int64_t w, const std::vector<int64_t>& seeds,
                     const std::vector<double>& peak, const std::vector<double>& background,
-                    float mask_min, double reach, WatershedScratch& scratch,
+                    float mask_min, double reach, float* floor, WatershedScratch& scratch,
                     std::vector<NucleusShape>& out);
 
 }  // namespace hsafast::cells
