@@ -19,8 +19,8 @@ __all__: list[str] = [
     "cells_blur",
     "cells_detect",
     "cells_erode",
+    "cells_peak_candidates",
     "cells_simd_paths",
-    "cells_window_max",
     "dilate_disk",
     "erode_disk",
     "fill_holes",
@@ -99,10 +99,10 @@ def cells_detect(
 def cells_erode(
     image: numpy.typing.ArrayLike, diameter: int, simd: str = "auto"
 ) -> numpy.typing.NDArray[numpy.float32]: ...
+def cells_peak_candidates(
+    image: numpy.typing.ArrayLike, min_value: float, simd: str = "auto"
+) -> numpy.typing.NDArray[numpy.uint8]: ...
 def cells_simd_paths() -> list[str]: ...
-def cells_window_max(
-    image: numpy.typing.ArrayLike, size: int, simd: str = "auto"
-) -> numpy.typing.NDArray[numpy.float32]: ...
 def dilate_disk(
     mask: numpy.ndarray, radius: int, method: str = "auto"
 ) -> numpy.typing.NDArray[numpy.uint8]: ...
