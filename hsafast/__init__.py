@@ -31,6 +31,7 @@ _EXPORTS = {
     "detect_tissue": "hsafast.tissue",
     "TileGrid": "hsafast.tiling",
     "tile_grid": "hsafast.tiling",
+    "tissue_grid": "hsafast.tiling",
     "TileBatch": "hsafast.reading",
     "read_tiles": "hsafast.reading",
     "FeatureFile": "hsafast.features",
@@ -104,3 +105,5 @@ if TYPE_CHECKING:
         slide_label,
     )
     from hsafast.synth import load_truth, make_cohort
+    from hsafast.tiling import TileGrid, tile_grid, tissue_grid
+    from hsafast.tissue import TissueConfig, TissueMask, detect_tissue

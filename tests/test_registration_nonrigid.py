@@ -22,7 +22,8 @@ def displaced(birl_mouse: Path):
     """The mouse H&E's OD and a copy resampled through a smooth field of 1% (about 9 px)."""
     bgr = cv2.imread(str(birl_mouse / "Izd2-29-041-w35_HE.jpg"))
     assert bgr is not None
-    od = optical_density(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    od = optical_density(rgb)
     h, w = od.shape
     field = random_field((h, w), 0.01 * max(h, w), np.random.default_rng(4))
     ys, xs = np.indices((h, w), dtype=np.float32)
@@ -34,7 +35,7 @@ def displaced(birl_mouse: Path):
         fy = cv2.remap(field[..., 1], px, py, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         px, py = xs - fx, ys - fy
     moving = cv2.remap(od, px, py, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return od, moving, tissue_mask(od), field
+    return od, moving, tissue_mask(rgb), field
 
 
 def _pairs(od: np.ndarray, moving: np.ndarray, quantiles: tuple[float, ...]) -> list:
