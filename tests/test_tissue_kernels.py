@@ -183,7 +183,17 @@ def ref_horizontal_lines(m: np.ndarray, r: int, length: int) -> np.ndarray:
 
 
 def ref_straight_lines(m: np.ndarray, r: int, length: int) -> np.ndarray:
-    return ref_horizontal_lines(m, r, length) | ref_horizontal_lines(m.T, r, length).T
+    b = max(1, r // 2)
+    if b == 1:
+        return ref_horizontal_lines(m, r, length) | ref_horizontal_lines(m.T, r, length).T
+    h, w = m.shape
+    hb, wb = -(-h // b), -(-w // b)
+    padded = np.zeros((hb * b, wb * b), np.uint8)
+    padded[:h, :w] = m > 0
+    pooled = padded.reshape(hb, b, wb, b).max(axis=(1, 3))
+    rb, lb = -(-r // b), length // b
+    lines = ref_horizontal_lines(pooled, rb, lb) | ref_horizontal_lines(pooled.T, rb, lb).T
+    return (m > 0) & lines[np.arange(h) // b][:, np.arange(w) // b]
 
 
 def dilate(mask: np.ndarray, r: int) -> np.ndarray:
@@ -374,7 +384,7 @@ def test_straight_lines_match_reference(images: dict[str, np.ndarray]) -> None:
     for rgb in images.values():
         masks.append(np.asarray(core.tissue_od_threshold(rgb, background_of(rgb), 6)))
     for i, m in enumerate(masks):
-        for r, length in ((1, 30), (3, 35), (5, 120)):
+        for r, length in ((1, 30), (3, 35), (5, 120), (12, 125)):
             got, found = core.straight_lines(m, r, length)
             ref = ref_straight_lines(m, r, length)
             assert_same(got, ref, f"straight lines of mask {i} (r {r}, length {length})")

@@ -347,17 +347,26 @@ int64_t artefact_mask(const uint8_t* rgb, int64_t h, int64_t w,
   artefact_map(rgb, n, background, black_od, ink_od, codes.data());
   // ink: ink-coloured regions (pale spray and edges included) holding at least
   // ink_min_area dense pixels, and the ink-coloured pixels within `spray` of them
+  // (on runs of ink-coloured pixels: no label image)
   for (size_t i = 0; i < un; ++i) found[i] = codes[i] >= kBlueInk;
-  std::vector<int32_t> labels(un);
-  const Components comps = label(found.data(), h, w, 8, labels.data());
-  std::vector<int64_t> dense(static_cast<size_t>(comps.count) + 1, 0);
-  for (size_t i = 0; i < un; ++i)
-    if (codes[i] >= kBlueInk && codes[i] <= kRedInk) ++dense[static_cast<size_t>(labels[i])];
+  const RunTable t = find_runs(found.data(), h, w, 1);
+  const RunLabels rl = label_runs(t, h, w, 8);
+  std::vector<int64_t> dense(static_cast<size_t>(rl.comps.count) + 1, 0);
+  for (int64_t y = 0; y < h; ++y)
+    for (int64_t k = t.row_start[static_cast<size_t>(y)]; k < t.row_start[static_cast<size_t>(y + 1)]; ++k) {
+      const Run& run = t.runs[static_cast<size_t>(k)];
+      int64_t& d = dense[static_cast<size_t>(rl.run_label[static_cast<size_t>(k)])];
+      for (int64_t x = run.x0; x < run.x1; ++x) d += codes[static_cast<size_t>(y * w + x)] <= kRedInk;
+    }
+  std::fill(found.begin(), found.end(), uint8_t{0});
   int64_t strokes = 0;
-  for (size_t i = 0; i < un; ++i) {
-    found[i] = labels[i] > 0 && dense[static_cast<size_t>(labels[i])] >= ink_min_area;
-    strokes += found[i];
-  }
+  for (int64_t y = 0; y < h; ++y)
+    for (int64_t k = t.row_start[static_cast<size_t>(y)]; k < t.row_start[static_cast<size_t>(y + 1)]; ++k)
+      if (dense[static_cast<size_t>(rl.run_label[static_cast<size_t>(k)])] >= ink_min_area) {
+        const Run& run = t.runs[static_cast<size_t>(k)];
+        std::fill(found.begin() + y * w + run.x0, found.begin() + y * w + run.x1, uint8_t{1});
+        strokes += run.x1 - run.x0;
+      }
   if (strokes && spray > 0) {
     std::vector<uint8_t> near(un);
     dilate_disk(found.data(), h, w, spray, near.data());
@@ -727,27 +736,28 @@ int64_t filter_components(const uint8_t* mask, int64_t h, int64_t w, int64_t min
 
 namespace {
 
-// Per column, prefix[y * w + x] = number of set pixels of `m` in rows [0, y) of
-// column x ((h + 1) x w), rows streamed in order so that memory is read contiguously.
-std::vector<int32_t> column_prefix(const uint8_t* m, int64_t h, int64_t w) {
-  std::vector<int32_t> prefix(static_cast<size_t>((h + 1) * w), 0);
-  parallel_for(w, 1024, [&](int64_t x0, int64_t x1) {
+// Calls emit(y, x0, x1, count) for every row y, where count[x - x0] is the number
+// of set pixels of column x of `m` in rows [y + lo, y + hi) (clamped to the
+// image), with sliding sums over the rows; column chunks run in parallel.
+template <typename Emit>
+void column_windows(const uint8_t* m, int64_t h, int64_t w, int64_t lo, int64_t hi, Emit&& emit) {
+  parallel_for(w, 512, [&](int64_t x0, int64_t x1) {
+    const int64_t n = x1 - x0;
+    std::vector<int32_t> count(static_cast<size_t>(n), 0);
+    auto add = [&](int64_t row, int32_t sign) {
+      if (row < 0 || row >= h) return;
+      const uint8_t* p = m + row * w + x0;
+      for (int64_t i = 0; i < n; ++i) count[static_cast<size_t>(i)] += sign * (p[i] != 0);
+    };
+    for (int64_t row = lo; row < hi; ++row) add(row, 1);  // the window of row 0
     for (int64_t y = 0; y < h; ++y) {
-      const uint8_t* row = m + y * w;
-      const int32_t* above = prefix.data() + y * w;
-      int32_t* below = prefix.data() + (y + 1) * w;
-      for (int64_t x = x0; x < x1; ++x) below[x] = above[x] + (row[x] != 0);
+      if (y > 0) {
+        add(y + hi - 1, 1);
+        add(y + lo - 1, -1);
+      }
+      emit(y, x0, x1, count.data());
     }
   });
-  return prefix;
-}
-
-// Set pixels of column x in rows [a, b) (clamped to the image).
-inline int32_t window(const std::vector<int32_t>& prefix, int64_t h, int64_t w, int64_t x,
-                      int64_t a, int64_t b) {
-  a = std::min(std::max<int64_t>(a, 0), h);
-  b = std::min(std::max<int64_t>(b, 0), h);
-  return b > a ? prefix[static_cast<size_t>(b * w + x)] - prefix[static_cast<size_t>(a * w + x)] : 0;
 }
 
 // Horizontal lines only (see straight_lines); out is set, not cleared.
@@ -755,39 +765,46 @@ void horizontal_lines(const uint8_t* mask, int64_t h, int64_t w, int r, int64_t 
                       uint8_t* out) {
   const auto n = static_cast<size_t>(h * w);
   const int64_t near = 2 * int64_t{r} + 1, far = 3 * int64_t{r} + 2;
-  const std::vector<int32_t> tissue = column_prefix(mask, h, w);
+  const auto most = static_cast<int32_t>((far - near + 1) / 3);
   // flanked: set, with mostly glass (at most a third of the pixels set: dust and
   // noise) `near`..`far` rows above and below (outside the image is glass)
-  const int64_t most = (far - near + 1) / 3;
-  std::vector<uint8_t> flanked(n);
-  parallel_for(h, row_grain(w), [&](int64_t y0, int64_t y1) {
-    for (int64_t y = y0; y < y1; ++y)
-      for (int64_t x = 0; x < w; ++x)
-        flanked[static_cast<size_t>(y * w + x)] =
-            mask[y * w + x] && window(tissue, h, w, x, y - far, y - near + 1) <= most &&
-            window(tissue, h, w, x, y + near, y + far + 1) <= most;
+  std::vector<uint8_t> up_ok(n), flanked(n);
+  column_windows(mask, h, w, -far, -near + 1, [&](int64_t y, int64_t x0, int64_t x1, const int32_t* c) {
+    uint8_t* f = up_ok.data() + y * w;
+    for (int64_t x = x0; x < x1; ++x) f[x] = c[x - x0] <= most;
+  });
+  column_windows(mask, h, w, near, far + 1, [&](int64_t y, int64_t x0, int64_t x1, const int32_t* c) {
+    const uint8_t* m = mask + y * w;
+    const uint8_t* u = up_ok.data() + y * w;
+    uint8_t* f = flanked.data() + y * w;
+    for (int64_t x = x0; x < x1; ++x)
+      f[x] = static_cast<uint8_t>((m[x] != 0) & u[x] & (c[x - x0] <= most));
   });
   // runs of at least `length` along rows of the flanked pixels gathered over r rows
   // above and below, so that a line a few degrees off the row still runs on
-  const std::vector<int32_t> gathered = column_prefix(flanked.data(), h, w);
+  std::vector<uint8_t>& gathered = up_ok;  // reused
+  column_windows(flanked.data(), h, w, -r, r + 1,
+                 [&](int64_t y, int64_t x0, int64_t x1, const int32_t* c) {
+                   uint8_t* g = gathered.data() + y * w;
+                   for (int64_t x = x0; x < x1; ++x) g[x] = c[x - x0] > 0;
+                 });
   std::vector<uint8_t> runs(n, 0);
   parallel_for(h, row_grain(w), [&](int64_t y0, int64_t y1) {
     for (int64_t y = y0; y < y1; ++y) {
-      int64_t start = 0;
-      for (int64_t x = 0; x <= w; ++x) {
-        const bool on = x < w && window(gathered, h, w, x, y - r, y + r + 1) > 0;
-        if (on) continue;
+      const uint8_t* g = gathered.data() + y * w;
+      int64_t x = 0;
+      while (x < w) {
+        x = skip_equal(g, x, w, 0);
+        const int64_t start = x;
+        x = skip_equal(g, x, w, 1);
         if (x - start >= length) std::fill(runs.begin() + y * w + start, runs.begin() + y * w + x, 1);
-        start = x + 1;
       }
     }
   });
-  const std::vector<int32_t> spread = column_prefix(runs.data(), h, w);
-  parallel_for(h, row_grain(w), [&](int64_t y0, int64_t y1) {
-    for (int64_t y = y0; y < y1; ++y)
-      for (int64_t x = 0; x < w; ++x)
-        if (flanked[static_cast<size_t>(y * w + x)] && window(spread, h, w, x, y - r, y + r + 1) > 0)
-          out[y * w + x] = 1;
+  column_windows(runs.data(), h, w, -r, r + 1, [&](int64_t y, int64_t x0, int64_t x1, const int32_t* c) {
+    const uint8_t* f = flanked.data() + y * w;
+    uint8_t* o = out + y * w;
+    for (int64_t x = x0; x < x1; ++x) o[x] = static_cast<uint8_t>(o[x] | (f[x] & (c[x - x0] > 0)));
   });
 }
 
@@ -803,20 +820,61 @@ void transpose(const uint8_t* src, int64_t h, int64_t w, uint8_t* dst) {
 
 }  // namespace
 
-int64_t straight_lines(const uint8_t* mask, int64_t h, int64_t w, int r, int64_t length,
-                       uint8_t* out) {
+namespace {
+
+// Lines along rows and along columns of `mask` at its own resolution (out: 0/1).
+void lines_both_ways(const uint8_t* mask, int64_t h, int64_t w, int r, int64_t length,
+                     uint8_t* out) {
   std::fill(out, out + h * w, uint8_t{0});
-  if (h <= 0 || w <= 0 || length <= 0) return 0;
   horizontal_lines(mask, h, w, r, length, out);
   std::vector<uint8_t> t_mask(static_cast<size_t>(h * w)), t_out(static_cast<size_t>(h * w), 0);
   transpose(mask, h, w, t_mask.data());
   horizontal_lines(t_mask.data(), w, h, r, length, t_out.data());
   transpose(t_out.data(), w, h, t_mask.data());
-  int64_t count = 0;
-  for (int64_t i = 0; i < h * w; ++i) {
-    out[i] = static_cast<uint8_t>(out[i] | t_mask[static_cast<size_t>(i)]);
-    count += out[i];
+  for (int64_t i = 0; i < h * w; ++i) out[i] = static_cast<uint8_t>(out[i] | t_mask[static_cast<size_t>(i)]);
+}
+
+}  // namespace
+
+int64_t straight_lines(const uint8_t* mask, int64_t h, int64_t w, int r, int64_t length,
+                       uint8_t* out) {
+  std::fill(out, out + h * w, uint8_t{0});
+  if (h <= 0 || w <= 0 || length <= 0) return 0;
+  const int b = std::max(1, r / 2);
+  if (b == 1) {
+    lines_both_ways(mask, h, w, r, length, out);
+  } else {
+    // on blocks of b x b pixels (set if any pixel is): a line stays a line, and the
+    // work shrinks b^2-fold; the line pixels are the mask's pixels in line blocks
+    const int64_t hb = (h + b - 1) / b, wb = (w + b - 1) / b;
+    std::vector<uint8_t> pooled(static_cast<size_t>(hb * wb), 0), lines(static_cast<size_t>(hb * wb));
+    parallel_for(hb, std::max<int64_t>(1, row_grain(w) / b), [&](int64_t by0, int64_t by1) {
+      for (int64_t by = by0; by < by1; ++by) {
+        uint8_t* p = pooled.data() + by * wb;
+        for (int64_t y = by * b; y < std::min(h, (by + 1) * b); ++y) {
+          const uint8_t* m = mask + y * w;
+          for (int64_t bx = 0, x = 0; bx < wb; ++bx) {
+            uint8_t any = 0;
+            for (const int64_t end = std::min(w, x + b); x < end; ++x) any |= m[x];
+            p[bx] = static_cast<uint8_t>(p[bx] | (any != 0));
+          }
+        }
+      }
+    });
+    lines_both_ways(pooled.data(), hb, wb, (r + b - 1) / b, length / b, lines.data());
+    parallel_for(h, row_grain(w), [&](int64_t y0, int64_t y1) {
+      for (int64_t y = y0; y < y1; ++y) {
+        const uint8_t* l = lines.data() + (y / b) * wb;
+        const uint8_t* m = mask + y * w;
+        uint8_t* o = out + y * w;
+        for (int64_t bx = 0, x = 0; bx < wb; ++bx)
+          for (const int64_t end = std::min(w, x + b); x < end; ++x)
+            o[x] = static_cast<uint8_t>((m[x] != 0) & l[bx]);
+      }
+    });
   }
+  int64_t count = 0;
+  for (int64_t i = 0; i < h * w; ++i) count += out[i];
   return count;
 }
 

@@ -139,7 +139,10 @@ int64_t filter_components(const uint8_t* mask, int64_t h, int64_t w, int64_t min
 // sides across the run, so lines up to 2r+1 wide; the run may drift r pixels across (a line a few degrees off the axis).
 // Tissue touching a line keeps its own pixels (they have tissue on one side).
 // Scanners image slides along their edges, so coverslip edges run along the
-// image's axes. Returns the number of line pixels (written to `out` as 0/1).
+// image's axes. With r >= 4 the search runs on blocks of r/2 x r/2 pixels (set
+// if any pixel is; half-width ceil(r / block), length / block) and the line
+// pixels are the mask's pixels in line blocks. Returns the number of line
+// pixels (written to `out` as 0/1).
 int64_t straight_lines(const uint8_t* mask, int64_t h, int64_t w, int r, int64_t length,
                        uint8_t* out);
 
