@@ -47,6 +47,7 @@ _EXPORTS = {
     "get_marker": "hsafast.stain",
     "load_markers": "hsafast.stain",
     "StainMatrix": "hsafast.stain",
+    "save_stain_overlay": "hsafast.stain",
     "gated_attention_pool": "hsafast.pooling",
     "PoolState": "hsafast.pooling",
     "GatedAttentionParams": "hsafast.pooling",
@@ -102,6 +103,7 @@ if TYPE_CHECKING:
         get_marker,
         load_markers,
         quantify,
+        save_stain_overlay,
         slide_label,
     )
     from hsafast.synth import load_truth, make_cohort
