@@ -415,7 +415,8 @@ def figures(out_dir: Path) -> list[Path]:
     import cv2
     from PIL import Image
 
-    from hsafast.stain import concentrations, membranous_cells
+    from hsafast.stain import HED, concentrations
+    from hsafast.stain.compartments import detect_cells
 
     paired = DATA / "paired"
     images = {
@@ -434,7 +435,7 @@ def figures(out_dir: Path) -> list[Path]:
         mask = grade > 0
         over[mask] = (0.45 * rgb[mask] + 0.55 * colours[grade[mask]]).astype(np.uint8)
         if cells:
-            found = membranous_cells(c[..., 0], c[..., 2], 0.5, (0.2, 0.4, 0.6))
+            (found,) = detect_cells(rgb, HED, MPP, "pdl1")
             for (x, y), g in zip(found.xy, found.grade, strict=True):
                 col = (0, 200, 0) if g > 0 else (0, 60, 255)
                 cv2.circle(over, (round(float(x)), round(float(y))), 6, col, 2, cv2.LINE_AA)
