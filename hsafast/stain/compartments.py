@@ -1,13 +1,16 @@
-"""Cells from concentration maps: nuclear and membranous DAB positivity.
+"""Cells of IHC tiles: nuclei found, measured and graded for nuclear and membranous markers.
 
-Both compartments start from nucleus-sized blobs, found the way a pathologist's
-eye does at 20x: smooth the nuclear stain at the scale of a nucleus and take
-local maxima at least one nucleus radius apart (a difference-of-Gaussians-free
-LoG approximation that costs two separable filters and one maximum filter).
+:func:`detect_cells` is the entry point (a batch of uint8 RGB tiles in, one
+:class:`Cells` per tile out). It runs the native kernel (``csrc/core/cells*``); the
+functions below are the NumPy/OpenCV/scikit-image reference the kernel is tested
+against (``CellConfig(engine="python")``), and both compute the same thing:
 
+* Nuclei are found the way a pathologist's eye does at 20x: the nuclear stain
+  smoothed at half a nucleus radius, local maxima about 1.5 radii apart that stand
+  out from their local background.
 * Nuclear markers (Ki-67, P53): nuclei are blobs of hematoxylin + DAB (a
-  DAB-positive nucleus carries little hematoxylin); a nucleus is graded by the
-  mean DAB within 0.7 radius of its centre against the 1+/2+/3+ thresholds.
+  DAB-positive nucleus carries little hematoxylin), graded by the mean DAB within
+  0.7 radius of the centre against the 1+/2+/3+ thresholds.
 * Membranous markers (PD-L1): nuclei are blobs of hematoxylin alone; a cell is
   positive when DAB-positive pixels lie in at least ``ring_coverage`` of the
   circumference of a ring just outside its own nucleus (partial or complete
@@ -15,13 +18,12 @@ LoG approximation that costs two separable filters and one maximum filter).
   mean DAB of the ring's stained pixels.
 
 Clinical scores count tumour cells only (Ki-67 index, P53 pattern, PD-L1 TPS).
-Without a trained classifier, cells are called tumour-like from the size and
-width of their nucleus (a watershed basin of the nuclear stain, cut at half its
-peak): carcinoma nuclei are large (>= ~50 um^2) and wide (>= ~5.5 um), while
-lymphocytes are small and round (~30-45 um^2) and fibroblasts are thin spindles
-(< ~5 um wide); a nucleus must also be about elliptical (touching nuclei merged into
-one blob are not) and lie among other tumour-like nuclei. Setting the limits to zero
-scores every detected cell.
+Without a trained classifier, cells are called tumour-like from their nucleus,
+measured as its watershed basin cut at half height above the local background:
+large (>= 38 um^2, above small lymphocytes), wide (>= 4 um, above spindle nuclei
+seen edge-on), about elliptical (touching nuclei merged into one blob are not) and
+among other tumour-like nuclei; the sources of these limits are in
+:class:`CellConfig`. Setting the limits to zero scores every detected cell.
 """
 
 from __future__ import annotations
@@ -50,7 +52,8 @@ class CellConfig:
     nucleus_radius_um: float = 3.5
     """Typical nucleus radius (7 um diameter at 20x-40x)."""
     min_nuclear_od: float = 0.15
-    """Smoothed nuclear stain (OD) a blob centre must exceed."""
+    """Smoothed nuclear stain (OD) a blob centre must exceed: the hematoxylin-area and
+    tissue level of the pixel statistics (``QuantifyConfig``); a paler blob is no nucleus."""
     min_contrast: float = 0.06
     """OD by which a blob centre must exceed its local background (an opening with
     a disk of four nucleus radii), so that stromal fibres and cytoplasm are not nuclei."""
@@ -101,10 +104,10 @@ class CellConfig:
         for name in ("nucleus_radius_um", "min_nuclear_od", "ring_um"):
             if not getattr(self, name) > 0:
                 raise InvalidParameterError(f"{name} must be positive")
-        if self.tumour_min_neighbours < 0 or not self.tumour_neighbour_um > 0:
-            raise InvalidParameterError(
-                "tumour neighbours: a count >= 0 within a positive distance"
-            )
+        if not self.tumour_neighbour_um > 0:
+            raise InvalidParameterError("tumour_neighbour_um must be positive")
+        if self.tumour_min_neighbours < 0:
+            raise InvalidParameterError("tumour_min_neighbours must be zero or positive")
         for name in ("tumour_min_area_um2", "tumour_min_width_um", "tumour_min_fill"):
             v = getattr(self, name)
             if not (np.isfinite(v) and v >= 0):
