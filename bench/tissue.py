@@ -200,8 +200,8 @@ def save_figure(item: Input, ours: np.ndarray, clam: np.ndarray) -> Path:
     canvas[16:] = strip
     image = Image.fromarray(canvas)
     draw = ImageDraw.Draw(image)
-    draw.text((2, 2), f"{item.name}: hsafast (green), drawn by hand (red)", fill=(0, 0, 0))
-    draw.text((panels[0].shape[1] + 8, 2), "CLAM-style, before its area filter", fill=(0, 0, 0))
+    draw.text((2, 2), f"hsafast: {item.name}", fill=(0, 0, 0))
+    draw.text((panels[0].shape[1] + 8, 2), "CLAM-style (raw)", fill=(0, 0, 0))
     FIGURES.mkdir(parents=True, exist_ok=True)
     path = FIGURES / f"tissue_{item.name}.png"
     image.quantize(colors=64).save(path, optimize=True)
