@@ -298,7 +298,7 @@ def register_calibration(quick: bool) -> Table:
                 "field_significance" if helped else "",
                 cfg.field_significance if helped else "",
                 f"{source}: field {'helped' if helped else 'hurt'}",
-                len(z),
+                int(np.isfinite(z).sum()),
                 *(_spread(z)),
             )
     table.notes["refused"] = refused
@@ -306,9 +306,13 @@ def register_calibration(quick: bool) -> Table:
 
 
 def _spread(values: list[float]) -> tuple[float, float, float]:
-    if not values:
+    """Min, median and max of the finite values (a pair refused before registering has no
+    field gain)."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if not len(v):
         return (np.nan, np.nan, np.nan)
-    return float(np.min(values)), float(np.median(values)), float(np.max(values))
+    return float(v.min()), float(np.median(v)), float(v.max())
 
 
 def _field_effect(

@@ -94,6 +94,8 @@ class SimulatedCase:
     derived_binary: str | None
     true_score: float
     derived_score: float
+    reason: str = ""
+    """Why the reading has no label ('' when it has one)."""
 
 
 _TRUE_CLASS = {"ki67": "ki67_class", "p53": "p53_pattern", "pdl1": "pdl1_class"}
@@ -110,22 +112,24 @@ def score_simulated_case(
     min_scored_cells: int = 3,
     config: QuantifyConfig | None = None,
 ) -> SimulatedCase:
-    """Quantify a simulated IHC slide on a regular grid and pair it with the simulator's truth.
+    """Quantify a simulated IHC slide's tissue tiles and pair them with the simulator's truth.
 
-    Tiles enter the per-tile comparison when they hold at least ``min_truth_cells``
-    true tumour cells and ``min_scored_cells`` scored cells (a fraction of one or
-    two cells says nothing); the slide class pools every included tile.
+    The tiles are ``tissue_grid``'s at the slide's own pixel size (any tile holding 5 %
+    tissue: ``quantify`` calls a tile blank below that). Tiles enter the per-tile
+    comparison when they hold at least ``min_truth_cells`` true tumour cells and
+    ``min_scored_cells`` scored cells (a fraction of one or two cells says nothing);
+    the slide class pools every included tile.
     """
     from hsafast.slides import open_slide
     from hsafast.stain.quantification import quantify, slide_label
     from hsafast.synth.truth import load_truth
+    from hsafast.tiling import tissue_grid
 
     truth = load_truth(cohort_dir, case_id)
     with open_slide(ihc_path) as slide:
-        w, h = slide.dimensions
-        gy, gx = np.mgrid[0 : h - tile + 1 : tile, 0 : w - tile + 1 : tile]
-        coords = np.stack([gx.ravel(), gy.ravel()], 1).astype(np.int64)
-        stats = quantify(slide, coords, marker, size=tile, config=config)
+        grid = tissue_grid(slide, mpp=slide.mpp, size=tile, min_tissue=0.05)
+        stats = quantify(slide, grid, marker, config=config)
+    coords = stats.coords
     label = slide_label(stats, marker, config)
     frac, n_tumour, *_ = truth.tile_counts(coords, tile, space="ihc")
     keep = (n_tumour >= min_truth_cells) & stats.included & (stats.cells[:, 0] >= min_scored_cells)
@@ -141,6 +145,7 @@ def score_simulated_case(
         derived_binary=label.binary,
         true_score=float(labels["tumour_positive_fraction"]),
         derived_score=label.score,
+        reason=label.reason,
     )
 
 
