@@ -205,11 +205,12 @@ def _measure(
             if table is not None:
                 table.add(j, c.xy, c.grade, s)
         if m.compartment == "nuclear" and b % stride == 0:
-            stained = np.array([int((c.grade >= 1).sum()) for c in found])
-            k = int(np.argmax(stained))
-            if stained[k] > 0:
+            # the batch's tile with the most DAB, whether or not its nuclei read stained
+            k = int(np.argmax(px[todo, 1]))
+            if px[todo[k], 1] > 0:
                 nuclei, holes = dab_holes(batch.tiles[todo[k]], matrix, mpp, m, cfg.cells)
-                pattern[start + int(todo[k])] = [nuclei, holes, stained[k]]
+                stained = int((found[k].grade >= 1).sum())
+                pattern[start + int(todo[k])] = [nuclei, holes, stained]
     return StainStats(
         m,
         np.asarray(grid.coords, dtype=np.int64),
