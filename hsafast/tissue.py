@@ -440,35 +440,39 @@ def _automatic_threshold(
 
 
 @dataclass(frozen=True)
-class _Found:
+class Detection:
+    """What ``find_tissue`` found, before it is placed on a slide."""
+
     mask: np.ndarray
     background: tuple[int, int, int]
+    """Glass RGB (white when no glass is visible)."""
     glass: bool
     threshold: int
+    """Quantised OD threshold (0 without glass)."""
     otsu: int
+    """Otsu's quantised threshold before clamping (-1: fixed, undefined or no glass)."""
     pieces: int
 
 
-def find_tissue(rgb: np.ndarray, mask_mpp: float, config: TissueConfig) -> _Found:
+def find_tissue(rgb: np.ndarray, mask_mpp: float, config: TissueConfig) -> Detection:
     """The detection chain on a validated RGB image whose pixels are ``mask_mpp`` um."""
     from hsafast._native import core
 
     h, w = rgb.shape[:2]
     px = PixelParams.of(config, mask_mpp, (h, w))
-    background = tuple(
-        int(v) for v in core.tissue_background(rgb, core.sample_stride(h * w), 99.0, 0)
-    )
-    glass = glass_visible(background, config)  # type: ignore[arg-type]
+    r, g, b = core.tissue_background(rgb, core.sample_stride(h * w), 99.0, 0)
+    background = (int(r), int(g), int(b))
+    glass = glass_visible(background, config)
     if not glass:
         background = (255, 255, 255)
     artefacts = (
-        artefact_mask(rgb, background, config, px)  # type: ignore[arg-type]
+        artefact_mask(rgb, background, config, px)
         if config.exclude_artefacts
         else np.zeros((h, w), np.bool_)
     )
     threshold, otsu = 0, -1
     if glass:
-        threshold, otsu = _automatic_threshold(rgb, background, artefacts, config)  # type: ignore[arg-type]
+        threshold, otsu = _automatic_threshold(rgb, background, artefacts, config)
         mask = np.asarray(core.tissue_od_threshold(rgb, background, threshold)).view(np.bool_)
         mask &= ~artefacts
         if px.line_length:  # coverslip and slide edges
@@ -488,9 +492,9 @@ def find_tissue(rgb: np.ndarray, mask_mpp: float, config: TissueConfig) -> _Foun
     u8, pieces = core.filter_components(
         u8, px.min_area, config.keep_largest or 0, px.line_width, px.line_length
     )
-    return _Found(
+    return Detection(
         mask=np.asarray(u8).view(np.bool_),
-        background=background,  # type: ignore[arg-type]
+        background=background,
         glass=glass,
         threshold=threshold,
         otsu=otsu,
