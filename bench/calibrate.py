@@ -218,6 +218,7 @@ def register_calibration(quick: bool) -> Table:
     )
     measures = ("dice", "he_coverage", "ihc_coverage", "ncc")
     seen: dict[str, dict[str, list[float]]] = {"pair": {}, "non-pair": {}}
+    passing: list[float] = []  # NCC of non-pairs that pass every other check
     refused: dict[str, list[str]] = {"pair": [], "non-pair": []}
     gains: list[tuple[str, float, bool]] = []
 
@@ -227,6 +228,13 @@ def register_calibration(quick: bool) -> Table:
             return
         for key in measures:
             seen[kind].setdefault(key, []).append(float(reg.quality[key]))
+        q, cfg = reg.quality, RegistrationConfig()
+        if kind == "non-pair" and (
+            q["dice"] >= cfg.min_dice
+            and q["ihc_coverage"] >= cfg.min_coverage
+            and q["he_coverage"] >= cfg.min_he_coverage
+        ):
+            passing.append(float(q["ncc"]))
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -281,6 +289,8 @@ def register_calibration(quick: bool) -> Table:
             v = np.array(seen[kind].get(key, [np.nan]))
             table.add(name, getattr(cfg, name), kind + "s", len(v), float(np.min(v)),
                       float(np.median(v)), float(np.max(v)))  # fmt: skip
+    table.add("min_ncc", cfg.min_ncc, "non-pairs passing the other checks", len(passing),
+              *_spread(passing))  # fmt: skip
     for kind in ("pair", "non-pair"):
         table.add(
             "refused before registering",

@@ -72,10 +72,11 @@ class RegistrationConfig:
     """Blur of the edge images whose correlation scores the result."""
     min_ncc: float = 0.2
     """Correlation of the registered edge images (where both sections have tissue) below
-    this fails the registration. Origin: the highest correlation of any non-pair of the
-    calibration set (``python -m bench calibrate register``: simulated sections of other
-    cases, real images against each other; none of them used for accuracy figures),
-    0.194, rounded up to the next 0.05. Real pairs are only checked against it."""
+    this fails the registration. Origin: the highest correlation of the calibration set's
+    non-pairs that pass the Dice and coverage checks (``python -m bench calibrate
+    register``: simulated sections of other cases, real images against each other; none of
+    them used for accuracy figures), 0.193, rounded up to the next 0.05. Real pairs are
+    only checked against it."""
     min_coverage: float = 0.5
     """Fraction of the IHC section's tissue that must land on H&E tissue. Origin: a
     majority; below it most of the IHC mask is something else (a control piece)."""
