@@ -143,3 +143,37 @@ def test_coarse_pixels_are_refused_for_cells(ihc_png: Path) -> None:
 
     cyto = get_marker("ki67").with_options(compartment="cytoplasmic")
     assert len(quantify(open_slide(ihc_png, mpp=5.0), coords, cyto)) == 4
+
+
+def _p53_slide(tmp_path: Path, name: str, tumour: tuple[float, tuple[float, float]],
+               immune: float) -> Path:  # fmt: skip
+    """Carcinoma-sized nuclei (10 um) stained as ``tumour`` (share, DAB OD range) beside
+    lymphocyte-sized ones (5.6 um), a share ``immune`` of them weakly stained."""
+    share, od = tumour
+    tiles = [render_ihc_tile(256, positive_fraction=share, positive_od=od, nucleus_radius_um=5.0,
+                             density=0.7, seed=20 + s).rgb for s in range(4)]  # fmt: skip
+    tiles += [render_ihc_tile(256, positive_fraction=immune, positive_od=(0.25, 0.5),
+                              nucleus_radius_um=2.8, density=0.6, seed=30 + s).rgb
+              for s in range(2)]  # fmt: skip
+    return _write(tmp_path / f"{name}.png", _mosaic(tiles, 3))
+
+
+@pytest.mark.parametrize(
+    ("name", "tumour", "immune", "label"),
+    [
+        ("overexpression", (0.97, (0.7, 1.1)), 0.05, "overexpression"),
+        ("wild-type", (0.2, (0.25, 0.45)), 0.05, "wild-type"),
+        ("null", (0.0, (0.3, 0.5)), 0.2, "null"),
+        ("no control", (0.0, (0.3, 0.5)), 0.0, None),
+    ],
+)
+def test_p53_patterns_read_right_on_cells(
+    tmp_path: Path, name: str, tumour: tuple[float, tuple[float, float]], immune: float,
+    label: str | None,
+) -> None:  # fmt: skip
+    stats, lab = _label(_p53_slide(tmp_path, name.replace(" ", "_"), tumour, immune), "p53")
+    assert lab.label == label, lab
+    assert stats.cells[:, 0].sum() > 100 and stats.others is not None
+    assert stats.others[:, 0].sum() > 100  # the lymphocyte-sized nuclei are not scored
+    if label is None:
+        assert lab.reason  # no DAB at all: nothing shows the stain worked

@@ -11,7 +11,13 @@ from hsafast.stain import HED, CellConfig
 from hsafast.synth.cells import IMMUNE, STROMA, TUMOUR
 from hsafast.synth.cohort import plan_cases
 from hsafast.synth.model import build_case
-from hsafast.synth.optics import DYE_CLASS, HUE_CONE_DEG, STAIN_CENTRES, random_style
+from hsafast.synth.optics import (
+    DYE_CLASS,
+    HUE_CONE_DEG,
+    MIN_HDAB_DEG,
+    STAIN_CENTRES,
+    random_style,
+)
 
 
 def _angle(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -44,6 +50,10 @@ def test_stain_hues_span_more_than_real_slides(styles: dict[str, np.ndarray]) ->
             centre_off = _angle(v, np.asarray(STAIN_CENTRES[name]))
             assert centre_off.max() <= HUE_CONE_DEG[name] + 1e-6
             assert all(DYE_CLASS[name](r / g, b / g) for r, g, b in v)
+    # hematoxylin and DAB never closer than any real slide's (14 degrees), often close
+    cos = np.einsum("ij,ij->i", styles["ihc"][:, 0], styles["ihc"][:, 1])
+    separation = np.degrees(np.arccos(np.clip(cos, -1, 1)))
+    assert separation.min() >= MIN_HDAB_DEG and np.mean(separation < 20) > 0.05
 
 
 def test_nucleus_sizes_straddle_the_tumour_like_limits() -> None:
