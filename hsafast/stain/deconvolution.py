@@ -198,9 +198,11 @@ def eosin_share(tiles: np.ndarray, tissue_od: float = 0.15, step: int = 4) -> np
     a = _rgb(tiles)
     if a.ndim == 3:
         a = a[None]
-    od = od_lut()[a[:, ::step, ::step]]
-    total = od.sum(axis=-1)
+    lut = od_lut()
+    sample = a[:, ::step, ::step]
+    red, green, blue = (lut[sample[..., c]] for c in range(3))  # one gather per channel
+    total = red + green + blue
     tissue = total > tissue_od
-    pink = (total > HUE_MIN_OD) & eosin_coloured(od)
+    pink = (total > HUE_MIN_OD) & eosin_coloured(red, green, blue)
     n = tissue.sum(axis=(1, 2))
     return np.divide(pink.sum(axis=(1, 2)), n, out=np.zeros(len(a)), where=n > 0)

@@ -150,10 +150,9 @@ EOSIN_MAX_RED = 0.55
 EOSIN_MAX_BLUE = 1.0
 
 
-def eosin_coloured(od: np.ndarray) -> np.ndarray:
-    """Whether OD triplets (..., 3: red, green, blue) have eosin's colour."""
-    r, g, b = od[..., 0], od[..., 1], od[..., 2]
-    return (r < EOSIN_MAX_RED * g) & (b < EOSIN_MAX_BLUE * g)
+def eosin_coloured(red: np.ndarray, green: np.ndarray, blue: np.ndarray) -> np.ndarray:
+    """Whether pixels with these red, green and blue ODs have eosin's colour."""
+    return (red < EOSIN_MAX_RED * green) & (blue < EOSIN_MAX_BLUE * green)
 
 
 #: Summed OD under which a pixel's hue is mostly sensor noise (a level of noise moves a
