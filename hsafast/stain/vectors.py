@@ -173,7 +173,7 @@ def _unit_rows(v: np.ndarray) -> np.ndarray:
     return v / np.linalg.norm(v, axis=-1, keepdims=True)
 
 
-def estimate_hdab(rgb: np.ndarray, *, max_pixels: int = 400_000, seed: int = 0) -> StainMatrix:
+def estimate_hdab(rgb: np.ndarray, *, max_pixels: int = 100_000) -> StainMatrix:
     """The slide's own hematoxylin vector, with Ruifrok-Johnston's DAB and eosin.
 
     Hematoxylin is what goes wrong: a counterstain whose hue differs from the
@@ -188,15 +188,16 @@ def estimate_hdab(rgb: np.ndarray, *, max_pixels: int = 400_000, seed: int = 0) 
     and estimating it from few or faint brown pixels is less reliable than that. An
     estimate farther than ``MAX_HEMATOXYLIN_DEG`` from Ruifrok-Johnston's, or too few
     pixels, leave :data:`HED`. ``rgb`` is any array of uint8 RGB pixels, such as a
-    sample of a slide's tiles.
+    sample of a slide's tiles; every k-th pixel is used, at most ``max_pixels``.
     """
     from hsafast.stain.deconvolution import od_lut
 
     rj_h, rj_e, rj_d = HED.rgb_from_stains
-    od = od_lut()[np.asarray(rgb, dtype=np.uint8).reshape(-1, 3)].astype(np.float64)
+    px = np.asarray(rgb, dtype=np.uint8).reshape(-1, 3)
+    px = px[:: max(1, len(px) // max_pixels)]
+    lut = od_lut().astype(np.float64)
+    od = np.stack([lut[px[:, c]] for c in range(3)], axis=1)
     od = od[od.sum(axis=1) > HUE_MIN_OD]
-    if len(od) > max_pixels:
-        od = od[np.random.default_rng(seed).choice(len(od), max_pixels, replace=False)]
     if len(od) < 100:
         return HED
     hue = _unit_rows(od)
