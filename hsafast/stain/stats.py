@@ -71,8 +71,9 @@ class QuantifyConfig:
     Simulated nuclear staining (5-95 % of nuclei stained, touching or apart) reaches 0.13,
     simulated cytoplasmic and membranous staining start at 0.3; 0.2 is their geometric
     middle (``python -m bench calibrate stain``)."""
-    pattern_tiles: int = 48
-    """Tiles (spread over the slide) on which the nuclear pattern is checked."""
+    pattern_tiles: int = 24
+    """Tiles (spread over the slide) on which the nuclear pattern is checked (about 15 ms
+    each; a few thousand nuclei)."""
     min_pattern_nuclei: int = 20
     """Fewer stained nuclei on the checked tiles leave the pattern unjudged."""
     stain_sample_tiles: int = 32
