@@ -100,7 +100,7 @@ def slide_label(
     # tissue of every readable tile (not blank, not saturated), eosin-coloured or not
     readable = (stats.flags & (BLANK | SATURATED)) == 0
     readable_tissue = float(stats.pixels[readable, col["tissue"]].sum())
-    eosin_tissue = float(stats.pixels[readable & ((stats.flags & EOSIN) > 0), 0].sum())
+    eosin_tissue = float(stats.pixels[readable & ((stats.flags & EOSIN) > 0), col["tissue"]].sum())
     eosin_share = eosin_tissue / readable_tissue if readable_tissue > 0 else 0.0
     dab1 = float(px[:, col["dab_1"]].sum()) / tissue if tissue > 0 else 0.0
     holes, stained = (int(v) for v in stats.pattern[inc][:, 1:].sum(axis=0))

@@ -75,7 +75,8 @@ class QuantifyConfig:
     """Tiles (spread over the slide) on which the nuclear pattern is checked (about 15 ms
     each; a few thousand nuclei)."""
     min_pattern_nuclei: int = 20
-    """Fewer stained nuclei on the checked tiles leave the pattern unjudged."""
+    """Fewer stained nuclei and holes together on the checked tiles leave the pattern
+    unjudged."""
     stain_sample_tiles: int = 32
     """Tiles (spread over the grid) whose pixels estimate the slide's own stain vectors
     when ``quantify`` runs with ``matrix="auto"``."""
