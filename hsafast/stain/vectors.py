@@ -145,9 +145,11 @@ def estimate_macenko(
 #: (red / green below this, blue / green below ``EOSIN_MAX_BLUE``). Real eosin vectors
 #: (Ruifrok-Johnston's, Macenko's and Landini's references, estimates on the test H&E
 #: images) have red / green 0.05-0.49 and blue / green 0.11-0.70; real hematoxylin has red
-#: / green 0.64-1.3 and real DAB blue / green 1.02-1.68, and no mixture of the two has both.
+#: / green 0.64-1.3 and real DAB blue / green 1.02-1.68, and their mixtures have neither
+#: (only simulated dyes beyond the real ones, a DAB that absorbs little red with a
+#: hematoxylin that absorbs little blue, come close).
 EOSIN_MAX_RED = 0.55
-EOSIN_MAX_BLUE = 1.0
+EOSIN_MAX_BLUE = 0.8
 
 
 def eosin_coloured(red: np.ndarray, green: np.ndarray, blue: np.ndarray) -> np.ndarray:
