@@ -21,7 +21,7 @@ from hsafast.slides import Slide, open_slide
 from hsafast.stain.stats import EXCLUDED, StainStats
 
 #: RGB of grades 0 (negative), 1+, 2+, 3+.
-GRADE_COLOURS = ((40, 90, 255), (255, 215, 0), (255, 120, 0), (200, 0, 0))
+GRADE_COLOURS = ((40, 90, 255), (255, 230, 0), (255, 120, 0), (170, 0, 0))
 EXCLUDED_COLOUR = (128, 128, 128)
 #: Output rows read and shrunk at a time, bounding memory on large single-level slides.
 _STRIP_ROWS = 512
