@@ -47,13 +47,14 @@ class QuantifyConfig:
     """Below this DAB 1+ share of the tissue the slide has no DAB signal and no label: a
     negative stain cannot be told from a failed one or an unstained section. Simulated
     hematoxylin-only tiles read 0 with their own stain vectors; tiles whose nuclei are 1 %
-    stained read 0.0066 (median), so a slide needs about 0.15 % stained nuclei to pass
-    (``python -m bench calibrate stain``)."""
+    stained read 0.0060 (median; 0.0005 at least), so a slide needs about 0.15 % stained
+    nuclei to pass (``python -m bench calibrate stain``)."""
     max_eosin_pixels: float = 0.05
     """Share of a tile's tissue pixels with eosin's colour above which the tile is not
     hematoxylin-DAB (an H&E tile) and is excluded. Simulated hematoxylin-DAB tiles (stain
-    hues drawn wider than real slides show) reach 0.032, simulated H&E tiles start at 0.2
-    (``python -m bench calibrate stain``)."""
+    hues drawn wider than real slides show) reach 0.046 (99 % below 0.011); simulated H&E
+    tiles read 0.56 (median), pale ones less (1 % below 0.001); real IHC tiles read 0, real
+    H&E 0.05-1 (``python -m bench calibrate stain``)."""
     max_eosin_share: float = 0.05
     """A larger share of the tissue in eosin-coloured tiles is a mixed-stain image and has
     no label: excluding those tiles could move the score by up to that share."""
@@ -63,14 +64,15 @@ class QuantifyConfig:
     min_nucleus_px: float = 5.0
     """Pixels across that ``smallest_nucleus_um`` must span for cell-level scoring (so the
     pixel size must be <= 1.2 um/px). On simulated tiles the positive share stays within
-    0.03 of the truth down to 5.6 px across and drifts by 0.12 at 3.7 px
+    0.03 of the truth (median) down to 4.5 px across and drifts by 0.11-0.12 at 3.5-3.7 px
     (``python -m bench calibrate stain``)."""
     max_dab_holes: float = 0.2
     """Nuclear markers: unstained nuclei inside a DAB ring per stained nucleus above which
     the DAB is not nuclear (cytoplasmic or membranous staining) and the slide has no label.
-    Simulated nuclear staining (5-95 % of nuclei stained, touching or apart) reaches 0.13,
-    simulated cytoplasmic and membranous staining start at 0.3; 0.2 is their geometric
-    middle (``python -m bench calibrate stain``)."""
+    Simulated nuclear staining (5-95 % of nuclei stained, touching or apart) reaches 0.099
+    per tile; 0.2 is twice that. Simulated cytoplasmic and membranous staining reads 1.7
+    (median) but down to 0.04 on single tiles with few stained cells (1 % below 0.09); the
+    slide pools its checked tiles (``python -m bench calibrate stain``)."""
     pattern_tiles: int = 24
     """Tiles (spread over the slide) on which the nuclear pattern is checked (about 15 ms
     each; a few thousand nuclei)."""
