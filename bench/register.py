@@ -106,7 +106,7 @@ def main(argv: list[str]) -> int:
     import hsafast
     from hsafast.registration import RegistrationConfig, register
     from hsafast.registration.quality import rtre
-    from hsafast.registration.validation import make_known_pair, tissue_points
+    from hsafast.synth.known_pairs import make_known_pair, tissue_points
 
     affine_only = RegistrationConfig(nonrigid=False)
     table = Table(

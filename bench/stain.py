@@ -1,35 +1,59 @@
 """Stain quantification throughput and accuracy: ``python -m bench stain [--quick]``.
 
-Side by side on the same uint8 tiles (crops of scikit-image's IHC image, flipped
-and rotated): scikit-image ``rgb2hed`` plus the same thresholding (tissue, DAB
-1+/2+/3+, hematoxylin area, mean DAB) against hsafast's fused kernel, both at
-the same thread count (scikit-image over a thread pool of tiles). Also: the
-cell-level path (concentration maps + nuclei) in tiles/s, agreement of the
-per-tile fractions between the two, and the synthetic-truth validation of the
-nuclear and membranous compartments (MAE, Pearson r, slide-label accuracy).
-``--figures`` writes the overlay PNGs under bench/figures/.
+Side by side, on the same decoded uint8 tiles, at the same thread count, every
+method on a worker thread (glibc's allocator re-faults large temporaries on the
+main thread, which slows the NumPy peers there four-fold) with 0.3 s of idle time
+before each timed call (so that one peer's spinning thread pools do not slow the
+next):
+
+* pixel statistics: scikit-image ``rgb2hed`` plus the same thresholds (a thread
+  pool of tiles) against hsafast's fused kernel, on crops of scikit-image's IHC image;
+* cells: the Python reference (OpenCV, SciPy, scikit-image's watershed; a thread
+  pool of tiles, OpenCV and BLAS held to one thread per worker) against the native
+  kernel (its own threads), alone and with the pixel statistics (the per-tile work
+  of ``quantify``), on the real IHC crops and on tiles of a simulated Ki-67 slide;
+* ``quantify`` end to end on the simulated Ki-67 slide (reading and decoding
+  included), with either cell engine.
+
+Also: agreement of the two cell engines (per-tile counts) and of the pixel
+fractions, and the synthetic-truth validation of the nuclear and membranous
+compartments. ``--figures`` writes the overlay PNGs under bench/figures/.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-from bench._common import Table, median_seconds
+from bench._common import Table
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"
+MPP = 0.5  # the real IHC image (20x) and the simulated slides
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    import cv2
+
+    bgr = cv2.imread(str(path))
+    if bgr is None:
+        raise SystemExit(f"cannot read {path}")
+    return np.ascontiguousarray(bgr[..., ::-1])
 
 
 def _tiles(n: int, size: int) -> np.ndarray:
-    import cv2
-
-    img = np.ascontiguousarray(cv2.imread(str(DATA / "skimage_ihc.png"))[..., ::-1])
+    img = _read_rgb(DATA / "skimage_ihc.png")
     rng = np.random.default_rng(0)
     out = np.empty((n, size, size, 3), np.uint8)
     for i in range(n):
@@ -39,7 +63,7 @@ def _tiles(n: int, size: int) -> np.ndarray:
     return out
 
 
-def skimage_stats(tiles: np.ndarray, threads: int) -> np.ndarray:
+def skimage_stats(tiles: np.ndarray, pool: ThreadPoolExecutor) -> np.ndarray:
     """The peer: rgb2hed, then the same thresholds as hsafast's kernel (log10 OD)."""
     from skimage.color import rgb2hed
 
@@ -63,10 +87,7 @@ def skimage_stats(tiles: np.ndarray, threads: int) -> np.ndarray:
             dab.sum() / n,
         ]
 
-    if threads == 1:
-        return np.array([one(x) for x in tiles])
-    with ThreadPoolExecutor(threads) as pool:
-        return np.array(list(pool.map(one, tiles)))
+    return np.array(list(pool.map(one, tiles)))
 
 
 def hsafast_stats(tiles: np.ndarray) -> np.ndarray:
@@ -80,65 +101,183 @@ def hsafast_stats(tiles: np.ndarray) -> np.ndarray:
     )
 
 
-def rgb2hed_only(tiles: np.ndarray, threads: int) -> None:
-    from skimage.color import rgb2hed
-
-    if threads == 1:
-        for x in tiles:
-            rgb2hed(x)
-        return
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(rgb2hed, tiles))
-
-
-def throughput(table: Table, tiles: np.ndarray, threads: list[int], repeats: int) -> None:
-    from hsafast._native import core
-
-    mpx = tiles[..., 0].size / 1e6
-    before = core.get_num_threads()
-    skimage_stats(tiles, 1)  # warm both paths up once before any timing
-    hsafast_stats(tiles)
-    for t in threads:
-        core.set_num_threads(t)
-        with _blas_threads(t):
-            _throughput_at(table, tiles, t, repeats, mpx)
-    core.set_num_threads(before)
-
-
-def _blas_threads(n: int) -> Any:
-    """Limit BLAS (rgb2hed's matrix product) to the same thread count, where possible."""
+def _limits(threads: int) -> Any:
+    """BLAS (rgb2hed's matrix product) limited to ``threads``, where threadpoolctl is."""
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
         return contextlib.nullcontext()
-    return threadpool_limits(limits=n)
+    return threadpool_limits(limits=threads)
 
 
-def _throughput_at(table: Table, tiles: np.ndarray, t: int, repeats: int, mpx: float) -> None:
-    from hsafast.stain import concentrations
+def _timed(
+    peers: Mapping[str, Callable[[], object]], worker: ThreadPoolExecutor, repeats: int
+) -> dict[str, float]:
+    """Median seconds of each peer, run on ``worker`` in turn after 0.3 s of idle time."""
+    samples: dict[str, list[float]] = {name: [] for name in peers}
 
-    ref = skimage_stats(tiles, t)
-    ours = hsafast_stats(tiles)
-    err = float(np.abs(ref - ours).max())
-    s_sk = median_seconds(lambda t=t: skimage_stats(tiles, t), repeats, 1)
-    s_stats = median_seconds(lambda: hsafast_stats(tiles), repeats * 4, 2)
-    s_maps = median_seconds(lambda: concentrations(tiles), repeats, 1)
-    s_hed = median_seconds(lambda t=t: rgb2hed_only(tiles, t), repeats, 1)
-    table.add(t, "scikit-image rgb2hed alone (no statistics)", mpx / s_hed, s_sk / s_hed, "")
-    table.add(t, "scikit-image rgb2hed + thresholds", mpx / s_sk, 1.0, 0.0)
-    table.add(t, "hsafast maps (concentrations)", mpx / s_maps, s_sk / s_maps, 0.0)
-    table.add(t, "hsafast stats-only (fused kernel)", mpx / s_stats, s_sk / s_stats, err)
+    def once(fn: Callable[[], object]) -> float:
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
+
+    for fn in peers.values():  # warm-up
+        worker.submit(fn).result()
+    for _ in range(repeats):
+        for name, fn in peers.items():
+            time.sleep(0.3)
+            samples[name].append(worker.submit(once, fn).result())
+    return {name: statistics.median(v) for name, v in samples.items()}
 
 
-def cells_rate(tiles: np.ndarray, repeats: int) -> float:
-    from hsafast.stain import concentrations, nuclear_cells
+def pixel_throughput(table: Table, tiles: np.ndarray, threads: list[int], repeats: int) -> None:
+    """Pixel statistics: scikit-image (thread pool) and the fused kernel, same threads."""
+    import cv2
 
-    def run() -> None:
-        for tile in tiles:
-            c = concentrations(tile)
-            nuclear_cells(c[..., 0], c[..., 2], 0.5, (0.2, 0.4, 0.6))
+    from hsafast._native import core
 
-    return len(tiles) / median_seconds(run, repeats, 1)
+    mpx = tiles[..., 0].size / 1e6
+    before = core.get_num_threads()
+    with ThreadPoolExecutor(1) as worker:
+        for t in threads:
+            core.set_num_threads(t)
+            cv2.setNumThreads(1)
+            with _limits(1), ThreadPoolExecutor(t) as pool:
+                err = float(np.abs(skimage_stats(tiles, pool) - hsafast_stats(tiles)).max())
+                peers = {
+                    "peer": partial(skimage_stats, tiles, pool),
+                    "ours": partial(hsafast_stats, tiles),
+                }
+                sec = _timed(peers, worker, repeats)
+            name = "real IHC"
+            table.add(t, "scikit-image rgb2hed + thresholds", name, mpx / sec["peer"], 1.0, "")
+            table.add(
+                t, "hsafast pixel statistics (fused kernel)", name, mpx / sec["ours"],
+                sec["peer"] / sec["ours"], f"max |diff| {err:.1e}",
+            )  # fmt: skip
+    core.set_num_threads(before)
+
+
+def _python_cells(tiles: np.ndarray, pool: ThreadPoolExecutor, workers: int) -> list[Any]:
+    """The reference, tiles spread over the pool in chunks (Ki-67: a nuclear marker)."""
+    from hsafast.stain import HED
+    from hsafast.stain.compartments import CellConfig, detect_cells
+
+    cfg = CellConfig(engine="python")
+    parts = np.array_split(np.arange(len(tiles)), min(len(tiles), 4 * workers))
+    done = pool.map(lambda i: detect_cells(tiles[i], HED, MPP, "ki67", cfg), parts)
+    return [c for part in done for c in part]
+
+
+def _native_cells(tiles: np.ndarray) -> list[Any]:
+    from hsafast.stain import HED
+    from hsafast.stain.compartments import detect_cells
+
+    return detect_cells(tiles, HED, MPP, "ki67")
+
+
+def _with_stats(cells: Callable[[], object], tiles: np.ndarray) -> Callable[[], object]:
+    """The per-tile work of quantify: pixel statistics, then cells."""
+    return lambda: (hsafast_stats(tiles), cells())
+
+
+def cells_throughput(
+    table: Table, sets: dict[str, np.ndarray], threads: list[int], repeats: int
+) -> dict[str, Any]:
+    """Cells, alone and with the pixel statistics: Python reference and native kernel."""
+    import cv2
+
+    from hsafast._native import core
+
+    agreement: dict[str, Any] = {}
+    before = core.get_num_threads()
+    with ThreadPoolExecutor(1) as worker:
+        for name, tiles in sets.items():
+            mpx = tiles[..., 0].size / 1e6
+            for t in threads:
+                core.set_num_threads(t)
+                cv2.setNumThreads(1)
+                with _limits(1), ThreadPoolExecutor(t) as pool:
+                    python = partial(_python_cells, tiles, pool, t)
+                    native = partial(_native_cells, tiles)
+                    counts = np.array(
+                        [[len(a), len(b)] for a, b in zip(python(), native(), strict=True)]
+                    )
+                    peers: dict[str, Callable[[], object]] = {
+                        "python": python,
+                        "native": native,
+                        "stats+python": _with_stats(python, tiles),
+                        "stats+native": _with_stats(native, tiles),
+                    }
+                    sec = _timed(peers, worker, repeats)
+                diff = np.abs(counts[:, 0] - counts[:, 1]) / np.maximum(counts[:, 0], 1)
+                agreement[name] = {
+                    "tiles": len(tiles),
+                    "cells": int(counts[:, 0].sum()),
+                    "worst_count_difference": float(diff.max()),
+                    "tiles_with_equal_counts": int((counts[:, 0] == counts[:, 1]).sum()),
+                }
+                py, nat = sec["python"], sec["native"]
+                sp, sn = sec["stats+python"], sec["stats+native"]
+                table.add(t, "cells: Python reference", name, mpx / py, 1.0, "")
+                table.add(t, "cells: native", name, mpx / nat, py / nat, f"counts {diff.max():.0%}")
+                table.add(t, "stats + cells: Python reference", name, mpx / sp, 1.0, "")
+                table.add(t, "stats + cells: native", name, mpx / sn, sp / sn, "")
+    core.set_num_threads(before)
+    return agreement
+
+
+def simulated_ki67(root: Path, size: int, seed: int) -> tuple[Path, np.ndarray]:
+    """A simulated Ki-67 slide, and its tissue tiles (256 px, level 0) decoded in memory."""
+    from hsafast import open_slide
+    from hsafast.stain import pixel_stats
+    from hsafast.synth import make_cohort
+
+    cohort = make_cohort(root, 1, markers=("ki67",), slide_size=size, seed=seed, workers=2)
+    path = cohort.out_dir / cohort.cases[0].ihc_path
+    with open_slide(path) as slide:
+        tiles = slide.read_regions(_grid(size), 0, (256, 256))
+    tissue = pixel_stats(tiles)[:, 0] >= 0.05 * 256 * 256
+    return path, np.ascontiguousarray(tiles[tissue])
+
+
+def _grid(size: int) -> np.ndarray:
+    ys, xs = np.mgrid[0 : size - 255 : 256, 0 : size - 255 : 256]
+    return np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.int64)
+
+
+def _quantify(slide: Path, coords: np.ndarray, engine: str, workers: int) -> object:
+    import hsafast
+    from hsafast.stain import QuantifyConfig
+    from hsafast.stain.compartments import CellConfig
+
+    cfg = QuantifyConfig(cells=CellConfig(engine=engine), workers=workers)  # type: ignore[arg-type]
+    return hsafast.quantify(slide, coords, "ki67", size=256, config=cfg)
+
+
+def quantify_throughput(
+    table: Table, slide: Path, size: int, threads: list[int], repeats: int
+) -> None:
+    """``quantify`` end to end (reading and decoding included) with either cell engine."""
+    import cv2
+
+    from hsafast._native import core
+
+    coords = _grid(size)
+    mpx = len(coords) * 256 * 256 / 1e6
+    name = "simulated Ki-67 slide"
+    before = core.get_num_threads()
+    with ThreadPoolExecutor(1) as worker:
+        for t in threads:
+            core.set_num_threads(t)
+            cv2.setNumThreads(t)
+            peers = {e: partial(_quantify, slide, coords, e, t) for e in ("python", "native")}
+            with _limits(t):
+                sec = _timed(peers, worker, repeats)
+            py, nat = sec["python"], sec["native"]
+            table.add(t, "quantify, Python cells", name, mpx / py, 1.0, "reading included")
+            table.add(t, "quantify, native cells", name, mpx / nat, py / nat, "reading included")
+    core.set_num_threads(before)
 
 
 def validation(n_tiles: int, seed: int = 0) -> dict[str, dict[str, float]]:
@@ -148,14 +287,18 @@ def validation(n_tiles: int, seed: int = 0) -> dict[str, dict[str, float]]:
     0.15 OD (below the 0.2 OD 1+ threshold, so truth and reading can differ),
     non-specific background DAB, blur, noise and JPEG.
     """
-    from hsafast.stain import concentrations, get_marker, membranous_cells, nuclear_cells
-    from hsafast.stain.validation import render_ihc_tile
+    from hsafast.stain import HED, get_marker
+    from hsafast.stain.compartments import detect_cells
+    from hsafast.synth.ihc_tile import render_ihc_tile
 
     rng = np.random.default_rng(seed)
     out: dict[str, dict[str, float]] = {}
-    for compartment, marker in (("nuclear", "ki67"), ("membranous", "pdl1")):
+    pairs: tuple[tuple[Literal["nuclear", "membranous"], str], ...] = (
+        ("nuclear", "ki67"),
+        ("membranous", "pdl1"),
+    )
+    for compartment, marker in pairs:
         m = get_marker(marker)
-        fn = nuclear_cells if compartment == "nuclear" else membranous_cells
         truth, est, slides_ok, slides = [], [], 0, 0
         per_slide = 4
         for s in range(n_tiles // per_slide):
@@ -168,8 +311,7 @@ def validation(n_tiles: int, seed: int = 0) -> dict[str, dict[str, float]]:
                     spacing=2.0 if compartment == "nuclear" else 2.8, positive_od=(0.15, 0.9),
                     background_dab=0.04, seed=seed * 10_000 + s * per_slide + k,
                 )  # fmt: skip
-                c = concentrations(tile.rgb)
-                cells = fn(c[..., 0], c[..., 2], 0.5, m.dab_thresholds)
+                (cells,) = detect_cells(tile.rgb, HED, MPP, m)
                 truth.append(tile.positive.mean())
                 est.append(cells.positive().mean() if len(cells) else 0.0)
                 t_pos, t_all = t_pos + int(tile.positive.sum()), t_all + len(tile.positive)
@@ -200,8 +342,8 @@ def synth_validation(
     import tempfile
 
     from hsafast.stain import CellConfig, QuantifyConfig
-    from hsafast.stain.validation import score_simulated_case, tile_agreement
     from hsafast.synth import make_cohort
+    from hsafast.synth.scoring import score_simulated_case, tile_agreement
 
     every_cell = QuantifyConfig(
         cells=CellConfig(
@@ -273,7 +415,8 @@ def figures(out_dir: Path) -> list[Path]:
     import cv2
     from PIL import Image
 
-    from hsafast.stain import concentrations, membranous_cells
+    from hsafast.stain import HED, concentrations
+    from hsafast.stain.compartments import detect_cells
 
     paired = DATA / "paired"
     images = {
@@ -285,14 +428,14 @@ def figures(out_dir: Path) -> list[Path]:
     written = []
     colours = np.array([[0, 0, 0], [255, 230, 0], [255, 140, 0], [220, 0, 0]], np.uint8)
     for name, (path, cells) in images.items():
-        rgb = np.ascontiguousarray(cv2.imread(str(path))[..., ::-1])
+        rgb = _read_rgb(path)
         c = concentrations(rgb)
         grade = np.searchsorted(np.array([0.2, 0.4, 0.6]), c[..., 2], side="left")
         over = rgb.copy()
         mask = grade > 0
         over[mask] = (0.45 * rgb[mask] + 0.55 * colours[grade[mask]]).astype(np.uint8)
         if cells:
-            found = membranous_cells(c[..., 0], c[..., 2], 0.5, (0.2, 0.4, 0.6))
+            (found,) = detect_cells(rgb, HED, MPP, "pdl1")
             for (x, y), g in zip(found.xy, found.grade, strict=True):
                 col = (0, 200, 0) if g > 0 else (0, 60, 255)
                 cv2.circle(over, (round(float(x)), round(float(y))), 6, col, 2, cv2.LINE_AA)
@@ -333,26 +476,32 @@ def main(argv: list[str]) -> int:
         return 0
     n = 16 if args.quick else args.tiles
     repeats = 3 if args.quick else 5
-    tiles = _tiles(n, args.size)
     threads = [int(t) for t in args.threads.split(",")]
-
-    table = Table("stain", ["threads", "method", "Mpx/s", "speed-up", "max |diff| of fractions"])
-    throughput(table, tiles, threads, repeats)
+    real = _tiles(n, args.size)
+    table = Table("stain", ["threads", "method", "tiles", "Mpx/s", "speed-up", "agreement"])
+    table.notes["load_average_before"] = os.getloadavg()
+    pixel_throughput(table, real, threads, repeats)
+    with tempfile.TemporaryDirectory() as tmp:
+        size = 2048 if args.quick else 4096
+        slide, simulated = simulated_ki67(Path(tmp), size, args.synth_seed)
+        sets = {"real IHC (FHL2, membranous)": real, "simulated Ki-67": simulated}
+        agreement = cells_throughput(table, sets, threads, repeats)
+        quantify_throughput(table, slide, size, threads, max(repeats // 2, 2))
+    table.notes["load_average_after"] = os.getloadavg()
     table.print()
-    rate = cells_rate(tiles[: min(n, 16)], 3)
     val = validation(16 if args.quick else 48)
-    print(
-        f"\ncell-level path (maps + nuclei, 1 tile at a time): {rate:.1f} tiles/s of {args.size} px"
-    )
     for comp, v in val.items():
         print(
             f"synthetic {comp}: {int(v['tiles'])} tiles, MAE {v['mae']:.4f}, Pearson r "
             f"{v['pearson_r']:.4f}, slide labels {v['slide_label_accuracy']:.0%} of "
             f"{int(v['slides'])}"
         )
+    for name, a in agreement.items():
+        print(f"cell engines on {name}: {a}")
     table.notes.update(
-        {"tiles": n, "size": args.size, "cells_tiles_per_s": rate, "validation": val}
-    )
+        {"tiles": n, "size": args.size, "validation": val, "cell_engine_agreement": agreement,
+         "simulated_slide": {"size": size, "seed": args.synth_seed, "tissue_tiles": len(simulated)}}
+    )  # fmt: skip
     if args.figures:
         for path in figures(ROOT / "bench" / "figures"):
             print(f"wrote {path.relative_to(ROOT)}")

@@ -1,27 +1,41 @@
-"""Tissue detection speed and masks: hsafast vs a CLAM-style OpenCV pipeline vs histolab.
+"""Tissue detection, accuracy and speed: hsafast vs a CLAM-style OpenCV pipeline vs histolab.
 
-    python -m bench tissue [--quick] [--repeats N] [--threads N] [--figures]
+    python -m bench tissue [--quick] [--repeats N] [--figures]
 
-OpenCV keeps its own default threading for the CLAM-style steps.
+Accuracy: IoU of each method's mask with the outline drawn by hand on every real
+image (tests/data/masks/), the images given the pixel sizes the tests use
+(tests/tissue_truth.py), plus the mouse lung IHC read at 10 um/px.
 
-Every method gets the same RGB image: the TCGA slide's 2221x1783 level (CLAM's
-own segmentation level for it), and for every real file in tests/data the image
-``detect_tissue`` reads (8 um/px, at most 2048 px). The CLAM-style pipeline is
-CLAM's ``segmentTissue`` with the defaults of its ``create_patches_fp.py``
+Speed: every method gets the same RGB image: for every real file the image
+``detect_tissue`` reads (8 um/px, at most 2048 px), and the TCGA slide's
+2221x1783 level (CLAM's own segmentation level for it). Each call runs on one
+worker thread (not the main thread, whose glibc heap re-faults the large
+temporaries of OpenCV and NumPy), methods timed in alternation after a warm-up,
+medians of the repeats, wall time and the worker's CPU time. hsafast and OpenCV
+get the same number of threads: one (the figure a cohort run with one slide per
+worker sees), then every core; histolab's filters are single-threaded NumPy and
+scikit-image. ``slide_ms`` is ``detect_tissue`` on the file, reading included.
+
+Peers: CLAM's ``segmentTissue`` with the defaults of its ``create_patches_fp.py``
 (HSV saturation, median blur 7, binary threshold 8, closing with a 4x4 square,
 contours with area filter a_t=100 and a_h=16 reference 512-px patches,
-max_n_holes=8), written here with OpenCV. histolab's slide tissue mask is its
+max_n_holes=8), written here with OpenCV; histolab's slide tissue mask is its
 filter chain (grey, Otsu, dilation, small-hole and small-object removal), run
-when histolab imports. ``slide_ms`` is ``detect_tissue`` on the slide file, reading
-included. ``--figures`` writes bench/figures/tissue_*.png.
+when histolab imports (``pip install --no-deps histolab``: it pins old NumPy).
+CLAM's area filter drops every contour of these images (smaller than 100
+reference patches), so its IoU is given for the mask before the filter.
+``--figures`` writes bench/figures/tissue_*.png.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,45 +45,33 @@ import numpy as np
 from bench._common import Table
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / "tests" / "data"
 FIGURES = Path(__file__).resolve().parent / "figures"
-
-# name, path, pixel size override, figure label
-IMAGES = [
-    ("cmu1", "hsafast/data/CMU-1-Small-Region.svs", None, "CMU-1 H&E"),
-    ("tcga", "tests/data/tcga-cr-7395-01a-01-ts1.svs", None, "TCGA H&E frozen"),
-    ("dicom_jpeg", "tests/data/multiframe_camelyon_challenge_image.dcm", None, "DICOM H&E"),
-    (
-        "dicom_j2k",
-        "tests/data/multi_frame_jpeg2000_camelyon_challenge_image.dcm",
-        None,
-        "DICOM J2K",
-    ),
-    ("ihc_dab", "tests/data/skimage_ihc.png", 0.5, "IHC DAB (skimage)"),
-    (
-        "mouse_he",
-        "tests/data/paired/birl_mouse_lung_lesion/Izd2-29-041-w35_HE.jpg",
-        None,
-        "lung H&E",
-    ),
-    (
-        "mouse_prospc",
-        "tests/data/paired/birl_mouse_lung_lesion/Izd2-29-041-w35_proSPC.jpg",
-        None,
-        "lung IHC proSPC",
-    ),
-    ("kidney_he", "tests/data/paired/birl_rat_kidney/Rat-Kidney_HE.jpg", None, "kidney H&E"),
-    (
-        "kidney_ck",
-        "tests/data/paired/birl_rat_kidney/Rat-Kidney_PanCytokeratin.jpg",
-        None,
-        "kidney IHC CK",
-    ),
-]
 
 CLAM_SEG = {"sthresh": 8, "mthresh": 7, "close": 4, "use_otsu": False}
 CLAM_FILTER = {"a_t": 100, "a_h": 16, "max_n_holes": 8}
 CLAM_REF_PATCH = 512
+
+
+def truth_module() -> Any:
+    """tests/tissue_truth.py: the hand-drawn outlines and how to score against them."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import tissue_truth
+
+    return tissue_truth
+
+
+@dataclass
+class Input:
+    name: str
+    rgb: np.ndarray
+    mask_mpp: float | None
+    """um per image pixel; None: pixel units."""
+    downsample: float
+    """Level-0 pixels per image pixel (CLAM's reference patch is in level-0 pixels)."""
+    truth: np.ndarray | None
+    path: Path | None
+    slide_mpp: float | None
+    """The pixel size the file was opened with (None: its own)."""
 
 
 def clam_style(rgb: np.ndarray, downsample: float) -> tuple[np.ndarray, list[Any], np.ndarray]:
@@ -120,53 +122,68 @@ def histolab_masker() -> Callable[[np.ndarray], np.ndarray] | None:
     return run
 
 
-def load_inputs(quick: bool) -> list[tuple[str, str, np.ndarray, float | None, float, Path | None]]:
-    """(name, label, rgb, mask mpp or None, level-0 px per image px, slide) per input image."""
-
+def load_inputs(quick: bool) -> list[Input]:
     import hsafast
     from hsafast.tissue import TissueConfig, working_image
 
+    truths = truth_module()
     config = TissueConfig()
     inputs = []
-    with hsafast.open_slide(ROOT / IMAGES[1][1]) as tcga:
-        level = tcga.read_level(1)
-        inputs.append(("tcga_level1", "TCGA level 1", level, None, tcga.level_downsamples[1], None))
-    for name, rel, mpp, label in IMAGES[:3] if quick else IMAGES:
-        with hsafast.open_slide(ROOT / rel, mpp=mpp) as slide:
+    images = truths.IMAGES[:4] if quick else truths.IMAGES
+    for image in images:
+        with hsafast.open_slide(image.path, mpp=image.mpp) as slide:
             rgb, mask_mpp, _ = working_image(slide, config)
             ds = slide.dimensions[0] / rgb.shape[1]
-        inputs.append((name, label, rgb, mask_mpp, ds, ROOT / rel))
+        truth = truths.truth_mask(image.truth)
+        inputs.append(Input(image.name, rgb, mask_mpp, ds, truth, image.path, image.mpp))
+    lung = next(im for im in truths.IMAGES if im.name == "lung_prospc")
+    with hsafast.open_slide(lung.path, mpp=10.0) as slide:  # the report's reading
+        rgb, mask_mpp, _ = working_image(slide, config)
+    inputs.append(
+        Input("lung_prospc_10um", rgb, mask_mpp, 1.0, truths.truth_mask(lung.truth), None, 10.0)
+    )
+    with hsafast.open_slide(ROOT / "tests/data/tcga-cr-7395-01a-01-ts1.svs") as tcga:
+        level = tcga.read_level(1)
+        inputs.append(
+            Input("tcga_level1", level, None, tcga.level_downsamples[1], None, None, None)
+        )
     return inputs
 
 
-def interleaved_medians(fns: list[Callable[[], object]], repeats: int) -> list[float]:
-    """Median seconds of each function, timed in alternation after one warm-up each.
+def timed_in_worker(fns: list[Callable[[], object]], repeats: int) -> list[tuple[float, float]]:
+    """(median wall s, median CPU s of the worker) per function: each call on one worker
+    thread, in alternation after one warm-up each, 0.2 s idle before every call."""
+    results: list[list[tuple[float, float]]] = [[] for _ in fns]
 
-    Alternating keeps a busy machine's load swings from favouring one method.
-    """
-    for fn in fns:
+    def call(fn: Callable[[], object]) -> tuple[float, float]:
+        c0, t0 = time.thread_time(), time.perf_counter()
         fn()
-    times: list[list[float]] = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, bucket in zip(fns, times, strict=True):
-            t0 = time.perf_counter()
-            fn()
-            bucket.append(time.perf_counter() - t0)
-    return [float(np.median(t)) for t in times]
+        return time.perf_counter() - t0, time.thread_time() - c0
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        for fn in fns:
+            pool.submit(call, fn).result()
+        for _ in range(repeats):
+            for fn, bucket in zip(fns, results, strict=True):
+                time.sleep(0.2)
+                bucket.append(pool.submit(call, fn).result())
+    return [
+        (float(np.median([w for w, _ in b])), float(np.median([c for _, c in b]))) for b in results
+    ]
 
 
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 1.0
-
-
-def save_figure(name: str, label: str, rgb: np.ndarray, ours: np.ndarray, clam: np.ndarray) -> Path:
-    """Two small panels (hsafast | CLAM-style before its area filter), palette PNG."""
+def save_figure(item: Input, ours: np.ndarray, clam: np.ndarray) -> Path:
+    """hsafast | CLAM-style before its area filter, the hand-drawn outline in red."""
     from PIL import Image, ImageDraw
 
-    height = 180
+    rgb = item.rgb
+    height = 200
     scale = height / rgb.shape[0]
     size = (max(1, round(rgb.shape[1] * scale)), height)
+    outline = None
+    if item.truth is not None:
+        t = cv2.resize(item.truth.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST)
+        outline, _ = cv2.findContours(t, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
     panels = []
     for mask in (ours, clam):
         image = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
@@ -174,6 +191,8 @@ def save_figure(name: str, label: str, rgb: np.ndarray, ours: np.ndarray, clam: 
         image[m == 0] = (image[m == 0] * 0.35 + 255 * 0.15).astype(np.uint8)
         contours, _ = cv2.findContours(m, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
         cv2.drawContours(image, contours, -1, (0, 200, 0), 1)
+        if outline is not None:
+            cv2.drawContours(image, outline, -1, (220, 0, 0), 1)
         panels.append(image)
     gap = np.full((height, 6, 3), 255, np.uint8)
     strip = np.hstack([panels[0], gap, panels[1]])
@@ -181,95 +200,102 @@ def save_figure(name: str, label: str, rgb: np.ndarray, ours: np.ndarray, clam: 
     canvas[16:] = strip
     image = Image.fromarray(canvas)
     draw = ImageDraw.Draw(image)
-    draw.text((2, 2), f"{label}: hsafast", fill=(0, 0, 0))
-    draw.text((panels[0].shape[1] + 8, 2), "CLAM-style (S>8, before area filter)", fill=(0, 0, 0))
+    draw.text((2, 2), f"hsafast: {item.name}", fill=(0, 0, 0))
+    draw.text((panels[0].shape[1] + 8, 2), "CLAM-style (raw)", fill=(0, 0, 0))
     FIGURES.mkdir(parents=True, exist_ok=True)
-    path = FIGURES / f"tissue_{name}.png"
-    image.quantize(colors=48).save(path, optimize=True)
+    path = FIGURES / f"tissue_{item.name}.png"
+    image.quantize(colors=64).save(path, optimize=True)
     return path
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench tissue", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="three images, three repeats")
+    parser.add_argument("--quick", action="store_true", help="four images, three repeats")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per method")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="native threads (default 1: one slide per worker, as cohort runs use it; 0: all)",
-    )
     parser.add_argument("--figures", action="store_true", help="write bench/figures/tissue_*.png")
     args = parser.parse_args(argv)
     repeats = args.repeats or (3 if args.quick else 9)
+
+    import os
 
     from hsafast._native import core
     from hsafast.slides import open_slide
     from hsafast.tissue import TissueConfig, detect_tissue, detect_tissue_image
 
-    core.set_num_threads(args.threads)
+    truths = truth_module()
+    cores = os.cpu_count() or 1
     logging.getLogger("hsafast.tissue").setLevel(logging.ERROR)  # pixel-unit notices
     config = TissueConfig()
     histolab = histolab_masker()
-    table = Table(
-        "tissue",
-        [
-            "image",
-            "pixels",
-            "hsafast_ms",
-            "clam_ms",
-            "clam/hsafast",
-            "histolab_ms",
-            "histolab/hsafast",
-            "slide_ms",
-            "tissue_hsafast",
-            "tissue_clam_raw",
-            "clam_kept",
-            "iou_clam_raw",
-        ],
-    )
+    columns = ["image", "pixels", "iou_hsafast", "iou_clam_raw", "iou_histolab"]
+    columns += ["hsafast_ms", "clam_ms", "clam/hsafast", "histolab_ms", "histolab/hsafast"]
+    columns += [f"hsafast_ms_{cores}t", f"clam_ms_{cores}t", f"clam/hsafast_{cores}t"]
+    columns += ["hsafast_cpu_ms", "clam_cpu_ms", "slide_ms"]
+    table = Table("tissue", columns)
     started = time.perf_counter()
-    for name, label, rgb, mask_mpp, ds, slide_path in load_inputs(args.quick):
-        ours = detect_tissue_image(rgb, mask_mpp, config).mask
-        clam_raw, clam_kept, _ = clam_style(rgb, ds)
+    for item in load_inputs(args.quick):
+        rgb, mpp, ds = item.rgb, item.mask_mpp, item.downsample
+        ours = detect_tissue_image(rgb, mpp, config).mask
+        clam_raw = clam_style(rgb, ds)[0] > 0
+        hl_mask = histolab(rgb) if histolab is not None else None
+
+        def score(mask: np.ndarray | None, truth: np.ndarray | None = item.truth) -> float:
+            if mask is None or truth is None:
+                return float("nan")
+            return round(truths.iou(mask.astype(bool), truth), 3)
+
         fns: list[Callable[[], object]] = [
-            lambda: detect_tissue_image(rgb, mask_mpp, config),  # noqa: B023
+            lambda: detect_tissue_image(rgb, mpp, config),  # noqa: B023
             lambda: clam_style(rgb, ds),  # noqa: B023
         ]
-        if histolab is not None:
-            fns.append(lambda: histolab(rgb))  # noqa: B023
-        medians = interleaved_medians(fns, repeats)
-        t_ours, t_clam = medians[0], medians[1]
-        t_hl = medians[2] if histolab is not None else float("nan")
-        t_slide = float("nan")
-        if slide_path is not None:  # reading the thumbnail included
-            mpp = next(m for n, _, m, _ in IMAGES if n == name)
-            t_slide = interleaved_medians(
-                [lambda: detect_tissue(open_slide(slide_path, mpp=mpp), config)],  # noqa: B023
-                max(3, repeats // 3),
-            )[0]
+        times: dict[int, list[tuple[float, float]]] = {}
+        for threads in (1, cores):
+            core.set_num_threads(threads)
+            cv2.setNumThreads(threads)
+            peers = fns + ([lambda: histolab(rgb)] if histolab and threads == 1 else [])  # noqa: B023
+            times[threads] = timed_in_worker(peers, repeats)
+        core.set_num_threads(1)
+        cv2.setNumThreads(1)
+        (ours_1, clam_1), hl_1 = times[1][:2], times[1][2] if histolab else (float("nan"),) * 2
+        ours_n, clam_n = times[cores][:2]
+        slide_ms = float("nan")
+        if item.path is not None:  # reading the thumbnail included
+            path, slide_mpp = item.path, item.slide_mpp
+            slide_ms = (
+                1e3
+                * timed_in_worker(
+                    [lambda: detect_tissue(open_slide(path, mpp=slide_mpp), config)],  # noqa: B023
+                    max(3, repeats // 3),
+                )[0][0]
+            )
         table.add(
-            name,
+            item.name,
             f"{rgb.shape[1]}x{rgb.shape[0]}",
-            t_ours * 1e3,
-            t_clam * 1e3,
-            t_clam / t_ours,
-            t_hl * 1e3,
-            t_hl / t_ours,
-            t_slide * 1e3,
-            round(float(ours.mean()), 3),
-            round(float((clam_raw > 0).mean()), 3),
-            len(clam_kept),
-            round(iou(ours, clam_raw > 0), 3),
+            score(ours),
+            score(clam_raw),
+            score(hl_mask),
+            ours_1[0] * 1e3,
+            clam_1[0] * 1e3,
+            clam_1[0] / ours_1[0],
+            hl_1[0] * 1e3,
+            hl_1[0] / ours_1[0],
+            ours_n[0] * 1e3,
+            clam_n[0] * 1e3,
+            clam_n[0] / ours_n[0],
+            ours_1[1] * 1e3,
+            clam_1[1] * 1e3,
+            slide_ms,
         )
-        if args.figures and name != "tcga_level1":
-            save_figure(name, label, rgb, ours, clam_raw > 0)
+        if args.figures and item.truth is not None:
+            save_figure(item, ours, clam_raw)
     table.notes = {
         "command": "python -m bench " + " ".join(["tissue", *argv]),
         "repeats": repeats,
-        "threads": core.get_num_threads(),
+        "threads": [1, cores],
         "clam_params": {**CLAM_SEG, **CLAM_FILTER, "ref_patch_size": CLAM_REF_PATCH},
         "histolab": "not importable" if histolab is None else "filter chain of histolab.masks",
+        "timing": "each call on one worker thread, alternating, 0.2 s idle before each, medians",
+        "load_average": os.getloadavg(),
         "seconds": round(time.perf_counter() - started, 1),
     }
     table.print()

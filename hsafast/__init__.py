@@ -31,6 +31,7 @@ _EXPORTS = {
     "detect_tissue": "hsafast.tissue",
     "TileGrid": "hsafast.tiling",
     "tile_grid": "hsafast.tiling",
+    "tissue_grid": "hsafast.tiling",
     "TileBatch": "hsafast.reading",
     "read_tiles": "hsafast.reading",
     "FeatureFile": "hsafast.features",
@@ -46,6 +47,7 @@ _EXPORTS = {
     "get_marker": "hsafast.stain",
     "load_markers": "hsafast.stain",
     "StainMatrix": "hsafast.stain",
+    "save_stain_overlay": "hsafast.stain",
     "gated_attention_pool": "hsafast.pooling",
     "PoolState": "hsafast.pooling",
     "GatedAttentionParams": "hsafast.pooling",
@@ -124,6 +126,9 @@ if TYPE_CHECKING:
         get_marker,
         load_markers,
         quantify,
+        save_stain_overlay,
         slide_label,
     )
     from hsafast.synth import load_truth, make_cohort
+    from hsafast.tiling import TileGrid, tile_grid, tissue_grid
+    from hsafast.tissue import TissueConfig, TissueMask, detect_tissue

@@ -18,7 +18,7 @@ from hsafast.errors import InvalidParameterError
 
 if TYPE_CHECKING:
     from hsafast.slides import Slide
-    from hsafast.tissue import TissueMask
+    from hsafast.tissue import TissueConfig, TissueMask
 
 #: Relative difference under which a level's pixel size counts as the target's
 #: (scanners write 0.499 or 0.5040 um/px for "20x").
@@ -48,6 +48,8 @@ class TileGrid:
     overlap: int = 0
     stride_level0: int = 0
     """Level-0 distance between neighbouring tiles."""
+    tissue: TissueMask | None = None
+    """The tissue mask the tiles were chosen with (None: every tile was kept)."""
 
     def __len__(self) -> int:
         return int(self.coords.shape[0])
@@ -162,6 +164,39 @@ def tile_grid(
         target_mpp=float(target),
         overlap=int(overlap),
         stride_level0=int(stride0),
+        tissue=mask,
+    )
+
+
+def tissue_grid(
+    slide: Slide,
+    mpp: float | None = 0.5,
+    size: int = 256,
+    *,
+    overlap: int = 0,
+    min_tissue: float = 0.25,
+    magnification: float | None = None,
+    tissue: TissueConfig | TissueMask | None = None,
+) -> TileGrid:
+    """Tissue, then grid: the tiles of ``slide`` that hold tissue, in one call.
+
+    ``tissue`` is how tissue is found: a ``TissueConfig`` (None: the defaults) to
+    detect it here, or a ``TissueMask`` already detected on this slide. The mask
+    is kept on the grid (``TileGrid.tissue``). Every command and stage that tiles
+    tissue goes through here, so they all agree on what tissue is. Raises
+    ``NoTissueError`` naming the slide when there is none.
+    """
+    from hsafast.tissue import TissueMask, detect_tissue
+
+    mask = tissue if isinstance(tissue, TissueMask) else detect_tissue(slide, tissue)
+    return tile_grid(
+        slide,
+        mask,
+        mpp=mpp,
+        size=size,
+        overlap=overlap,
+        min_tissue=min_tissue,
+        magnification=magnification,
     )
 
 

@@ -1,12 +1,15 @@
-"""Tissue detection on a low-resolution image of a slide, for H&E and IHC alike.
+"""Tissue detection on a low-resolution image of a slide, for every stain.
 
 Saturation-based detectors (CLAM's HSV threshold) miss faint and DAB-heavy IHC,
 whose brown and grey-blue tissue is barely saturated. The mask here comes from
-optical density instead: OD = log10(background / intensity) per channel, relative
-to the glass colour estimated from the image, and the most absorbing channel
-decides. The threshold is Otsu's on log OD, clamped to a safe band, or fixed.
-Then closing, opening, hole filling and small-component removal, all in the
-native core (``hsafast._core``) with the GIL released. See docs/tissue.md.
+optical density instead: OD = log10(glass / intensity) per channel, relative to
+the glass colour estimated from the image, and the most absorbing channel
+decides (Otsu's threshold on log OD, clamped, or a fixed one). A field whose
+brightest pixels are not glass (tissue from edge to edge) is all tissue. Pen
+ink, black dirt and straight coverslip or slide edges are taken out; then a
+closing wide enough to bridge alveoli and fat, an opening, hole filling and the
+removal of specks by physical area. The pixel steps run in the native core
+(``hsafast._core``) with the GIL released. See docs/tissue.md.
 """
 
 from __future__ import annotations
@@ -50,35 +53,86 @@ class TissueConfig:
     with Otsu's method on log OD, clamped to [min_threshold, max_threshold]."""
 
     min_threshold: float = 0.03
-    """Lowest automatic threshold (OD): glass and JPEG noise stay below it."""
+    """Lowest automatic threshold (OD): three times the scatter of glass in 8-bit
+    JPEG scans (about 2 grey levels at 240, 0.01 OD), so glass stays below it."""
 
     max_threshold: float = 0.06
-    """Highest automatic threshold (OD): keeps faint tissue (fat, lung, pale IHC
-    counterstain) when Otsu splits tissue classes on a slide covered with tissue."""
+    """Highest automatic threshold (OD). On a slide covered with tissue Otsu splits
+    dense from pale tissue; the cap keeps pale tissue (a 4-um section's faint
+    counterstain seen at 8 um/px: alveolar walls, fat septa) above the threshold."""
+
+    glass_max_od: float = 0.1
+    """The image's brightest colour (99th percentile per channel) is glass only if
+    no channel is denser than this OD relative to white: slide, mountant and
+    coverslip lose under 10% of the light (two air-glass surfaces reflect 4% each).
+    A denser background is tissue filling the field: no glass visible."""
+
+    glass_max_tint: float = 0.04
+    """Most the channels of glass may differ (OD): glass is colourless, so a
+    background tinted more than this (eosin pink, counterstain blue) is tissue
+    filling the field, not glass."""
 
     exclude_artefacts: bool = True
-    """Treat black pixels (every channel below ``black_level``) and green ink
-    (green above red and blue by ``green_margin``) as background."""
+    """Take out pen ink, black dirt and straight coverslip or slide edges."""
 
-    black_level: int = 50
-    """Intensity under which a pixel counts as black (pen, dirt, scanner edge)."""
+    black_od: float = 0.8
+    """Regions denser than this OD in every channel (a sixth of the light or less)
+    and neutral (the lightest channel within half of the densest) are black ink,
+    dirt or the scanner's edge. Stains keep one channel lighter: DAB absorbs red at
+    a third of blue, haematoxylin blue at 0.4 of green (Ruifrok & Johnston 2001)."""
 
-    green_margin: int = 20
-    """How much greener than red and blue a pixel must be to count as green ink."""
+    ink_od: float = 0.3
+    """Coloured ink is recognised where its densest channel absorbs at least this
+    OD (half the light) in a colour no mix of haematoxylin, eosin and DAB takes:
+    blue and green inks absorb red more than green, red ink blue as much as green
+    (the rules and their origin: ``artefact_map`` in csrc/core/tissue.hpp). Pixels
+    of those colours down to a third of this OD, touching such a stroke, are its
+    spray and feathered edge."""
 
-    closing_um: float = 24.0
-    """Radius of the disk that closes gaps inside tissue (um); 0 disables."""
+    ink_min_area_mm2: float = 0.01
+    """Ink and black regions smaller than this (mm^2) are left as they are: a pen
+    stroke is 0.3-1 mm wide, so a mark covers at least 0.1 x 0.1 mm, while dense
+    nuclei of a bluish counterstain, or the darkest pixels of a fold, come in far
+    smaller groups."""
+
+    ink_spray_um: float = 250.0
+    """Ink-coloured pixels (down to a third of ``ink_od``) within this distance (um)
+    of a stroke are its spray and smudges: half a stroke's width."""
+
+    ink_margin_um: float = 60.0
+    """Ink and black regions are widened by this much (um) to take their feathered
+    edge: a marker's edge fades over about 25 um (one standard deviation), and black
+    is recognised only where ink covers 97% of a pixel, two of those inside the line
+    where it covers half."""
+
+    line_width_um: float = 200.0
+    """Pieces on average at most this wide (um; area over the sum of their bounding
+    box's sides) and at least ``line_length_mm`` long are coverslip or slide edges,
+    or hairs: a No. 1.5 coverslip is 0.17 mm thick, and its edge with the
+    mountant's meniscus shows as a line about that wide or thinner."""
+
+    line_length_mm: float = 1.0
+    """... when at least this long (mm): glass edges run for centimetres, while
+    tissue is rarely thin and alone over a millimetre; 0 disables."""
+
+    closing_um: float = 100.0
+    """Radius of the disk that closes gaps inside tissue (um); 0 disables. It
+    bridges spaces up to 200 um: human alveoli (mean volume 4.2e6 um^3, an
+    equivalent diameter of 200 um; Ochs et al. 2004) and adipocytes (50-150 um),
+    so sparse parenchyma and fat are one piece; wider lumens stay open."""
 
     opening_um: float = 8.0
-    """Radius of the disk that removes specks (um); 0 disables."""
+    """Radius of the disk that removes specks and hairlines (um); 0 disables."""
 
-    max_hole_mm2: float = 0.1
-    """Holes up to this area are filled (mm^2); larger ones (lumens, tears) stay
-    open. ``math.inf`` fills every hole, 0 none."""
+    max_hole_mm2: float = 0.03
+    """Enclosed holes up to this area are filled (mm^2): a 200-um disk, the same
+    limit as the closing for lumens that are not round. ``math.inf`` fills every
+    hole, 0 none."""
 
     min_area_mm2: float = 0.02
-    """Pieces of tissue smaller than this (mm^2) are dropped; 0.02 mm^2 is about
-    one 256-px tile at 0.5 um/px."""
+    """Pieces of tissue smaller than this (mm^2) are dropped as specks (dust,
+    debris, floaters); 0.02 mm^2 is about one 256-px tile at 0.5 um/px. In a field
+    smaller than twice this, a piece counts when it covers half the field."""
 
     keep_largest: int | None = None
     """Keep only the k largest pieces (e.g. 1 to drop on-slide control tissue)."""
@@ -91,10 +145,14 @@ class TissueConfig:
             raise bad(f"mpp must be a positive pixel size, got {self.mpp}")
         if not (isinstance(self.max_side, int) and self.max_side >= 16):
             raise bad(f"max_side must be an integer >= 16, got {self.max_side}")
-        for name in ("min_threshold", "max_threshold"):
+        for name in ("min_threshold", "max_threshold", "glass_max_od", "glass_max_tint"):
             value = getattr(self, name)
             if not (math.isfinite(value) and 0 <= value <= 2.5):
                 raise bad(f"{name} must be an OD in [0, 2.5], got {value}")
+        for name in ("black_od", "ink_od"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0 < value <= 2.5):
+                raise bad(f"{name} must be an OD in (0, 2.5], got {value}")
         if self.min_threshold > self.max_threshold:
             raise bad(
                 f"min_threshold ({self.min_threshold}) exceeds max_threshold ({self.max_threshold})"
@@ -103,11 +161,16 @@ class TissueConfig:
             math.isfinite(self.threshold) and 0 <= self.threshold <= 2.5
         ):
             raise bad(f"threshold must be an OD in [0, 2.5] or None, got {self.threshold}")
-        if not 0 <= self.black_level <= 256:
-            raise bad(f"black_level must be in [0, 256], got {self.black_level}")
-        if not 0 <= self.green_margin <= 255:
-            raise bad(f"green_margin must be in [0, 255], got {self.green_margin}")
-        for name in ("closing_um", "opening_um", "min_area_mm2"):
+        for name in (
+            "closing_um",
+            "opening_um",
+            "min_area_mm2",
+            "ink_min_area_mm2",
+            "ink_spray_um",
+            "ink_margin_um",
+            "line_width_um",
+            "line_length_mm",
+        ):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise bad(f"{name} must be finite and >= 0, got {value}")
@@ -133,7 +196,7 @@ class TissueMask:
     """Level-0 pixels per mask pixel along x and y."""
     slide_path: Path | None
     threshold: float
-    """OD threshold used (tissue where OD > threshold)."""
+    """OD threshold used (tissue where OD > threshold); 0 when no glass is visible."""
     mpp: float | None = None
     """Level-0 pixel size of the slide (um/px); None when the slide records none."""
     level0_size: tuple[int, int] = (0, 0)
@@ -141,7 +204,10 @@ class TissueMask:
     otsu: float | None = None
     """Otsu's threshold before clamping (None when fixed or undefined)."""
     background: tuple[int, int, int] = (255, 255, 255)
-    """Glass RGB the OD was measured against."""
+    """Glass RGB the OD was measured against (white when no glass is visible)."""
+    glass_visible: bool = True
+    """False when the field is tissue from edge to edge: its brightest colour is
+    not glass, and the whole field (less any ink) is the mask."""
     image: np.ndarray | None = field(default=None, repr=False)
     """The RGB image the mask was computed from (for overlays)."""
 
@@ -280,39 +346,160 @@ def _ring(contour: np.ndarray, scale: np.ndarray, counter_clockwise: bool) -> np
     return np.vstack([points, points[:1]])
 
 
-def _radius(um: float, mask_mpp: float, path: Path | None) -> int:
+def _radius(um: float, mask_mpp: float) -> int:
     """A disk radius in mask pixels: at least one pixel unless disabled (0 um)."""
-    if um <= 0:
-        return 0
-    radius = max(1, round(um / mask_mpp))
-    if radius > 254:
-        raise InvalidParameterError(
-            f"a {um} um disk is {radius} mask pixels wide at {mask_mpp:.3g} um/px; "
-            "use a coarser working resolution (TissueConfig.mpp)",
-            path,
+    return 0 if um <= 0 else max(1, round(um / mask_mpp))
+
+
+@dataclass(frozen=True)
+class PixelParams:
+    """The physical sizes of a ``TissueConfig`` in pixels of one mask."""
+
+    closing: int
+    opening: int
+    speck: int
+    """Pieces smaller than this are noise or dust, dropped before the closing can
+    join them: a disk of radius ``opening_um``, and never fewer than 2 pixels."""
+    ink_spray: int
+    ink_margin: int
+    line_width: float
+    line_half_width: int
+    """Lines up to 2 line_half_width + 1 pixels wide are found (``straight_lines``)."""
+    line_length: int
+    """0: disabled."""
+    max_hole: int
+    """-1 fills every hole."""
+    min_area: int
+    ink_min_area: int
+
+    @classmethod
+    def of(cls, config: TissueConfig, mask_mpp: float, shape: tuple[int, int]) -> PixelParams:
+        px_area_mm2 = (mask_mpp * 1e-3) ** 2
+        line_length = round(config.line_length_mm * 1e3 / mask_mpp)
+        min_area = math.ceil(config.min_area_mm2 / px_area_mm2)
+        return cls(
+            closing=_radius(config.closing_um, mask_mpp),
+            opening=_radius(config.opening_um, mask_mpp),
+            speck=max(2, math.ceil(math.pi * (config.opening_um / mask_mpp) ** 2)),
+            ink_spray=_radius(config.ink_spray_um, mask_mpp),
+            ink_margin=_radius(config.ink_margin_um, mask_mpp),
+            line_width=config.line_width_um / mask_mpp,
+            line_half_width=max(1, round(config.line_width_um / 2 / mask_mpp)),
+            line_length=line_length if config.exclude_artefacts else 0,
+            max_hole=(
+                -1
+                if math.isinf(config.max_hole_mm2)
+                else math.floor(config.max_hole_mm2 / px_area_mm2)
+            ),
+            # a field smaller than twice the speck area: a piece counts if it covers half
+            min_area=min(min_area, (shape[0] * shape[1]) // 2),
+            ink_min_area=math.ceil(config.ink_min_area_mm2 / px_area_mm2),
         )
-    return radius
 
 
-def _native_params(
-    config: TissueConfig, mask_mpp: float, path: Path | None = None
-) -> dict[str, Any]:
-    """Convert the physical parameters to mask pixels for the native core."""
-    px_area_mm2 = (mask_mpp * 1e-3) ** 2
-    max_hole = config.max_hole_mm2
-    return {
-        "threshold": -1 if config.threshold is None else round(config.threshold * OD_SCALE),
-        "min_threshold": round(config.min_threshold * OD_SCALE),
-        "max_threshold": round(config.max_threshold * OD_SCALE),
-        "exclude_artefacts": config.exclude_artefacts,
-        "black_level": config.black_level,
-        "green_margin": config.green_margin,
-        "closing_radius": _radius(config.closing_um, mask_mpp, path),
-        "opening_radius": _radius(config.opening_um, mask_mpp, path),
-        "max_hole_area": -1 if math.isinf(max_hole) else math.floor(max_hole / px_area_mm2),
-        "min_area": math.ceil(config.min_area_mm2 / px_area_mm2),
-        "keep_largest": config.keep_largest or 0,
-    }
+def glass_visible(background: tuple[int, int, int], config: TissueConfig) -> bool:
+    """Whether the image's brightest colour is glass: bright and colourless."""
+    od = [math.log10(256.0 / (v + 1.0)) for v in background]
+    return max(od) <= config.glass_max_od and max(od) - min(od) <= config.glass_max_tint
+
+
+def artefact_mask(
+    rgb: np.ndarray, background: tuple[int, int, int], config: TissueConfig, px: PixelParams
+) -> np.ndarray:
+    """Pen ink (strokes of at least ``ink_min_area_mm2`` with their spray) and black
+    regions, widened by ``ink_margin_um`` (bool, height x width)."""
+    from hsafast._native import core
+
+    found, _ = core.tissue_artefact_mask(
+        rgb,
+        background,
+        config.black_od,
+        config.ink_od,
+        px.ink_min_area,
+        px.ink_spray,
+        px.ink_margin,
+    )
+    return np.asarray(found).view(np.bool_)
+
+
+def _automatic_threshold(
+    rgb: np.ndarray, background: tuple[int, int, int], skip: np.ndarray, config: TissueConfig
+) -> tuple[int, int]:
+    """(quantised threshold, Otsu's before clamping or -1) from the OD histogram."""
+    from hsafast._native import core
+
+    if config.threshold is not None:
+        return round(config.threshold * OD_SCALE), -1
+    stride = core.sample_stride(rgb.shape[0] * rgb.shape[1])
+    hist = core.tissue_od_histogram(rgb, background, skip.view(np.uint8), stride)
+    # Otsu on log OD: glass sits in a narrow peak near zero while tissue spans a
+    # decade, so the log scale gives faint tissue room next to the glass
+    otsu = core.otsu_index(hist, np.log(np.arange(256) / OD_SCALE + 0.01))
+    lo, hi = round(config.min_threshold * OD_SCALE), round(config.max_threshold * OD_SCALE)
+    return (lo if otsu < 0 else min(max(otsu, lo), hi)), otsu
+
+
+@dataclass(frozen=True)
+class Detection:
+    """What ``find_tissue`` found, before it is placed on a slide."""
+
+    mask: np.ndarray
+    background: tuple[int, int, int]
+    """Glass RGB (white when no glass is visible)."""
+    glass: bool
+    threshold: int
+    """Quantised OD threshold (0 without glass)."""
+    otsu: int
+    """Otsu's quantised threshold before clamping (-1: fixed, undefined or no glass)."""
+    pieces: int
+
+
+def find_tissue(rgb: np.ndarray, mask_mpp: float, config: TissueConfig) -> Detection:
+    """The detection chain on a validated RGB image whose pixels are ``mask_mpp`` um."""
+    from hsafast._native import core
+
+    h, w = rgb.shape[:2]
+    px = PixelParams.of(config, mask_mpp, (h, w))
+    r, g, b = core.tissue_background(rgb, core.sample_stride(h * w), 99.0, 0)
+    background = (int(r), int(g), int(b))
+    glass = glass_visible(background, config)
+    if not glass:
+        background = (255, 255, 255)
+    artefacts = (
+        artefact_mask(rgb, background, config, px)
+        if config.exclude_artefacts
+        else np.zeros((h, w), np.bool_)
+    )
+    threshold, otsu = 0, -1
+    if glass:
+        threshold, otsu = _automatic_threshold(rgb, background, artefacts, config)
+        mask = np.asarray(core.tissue_od_threshold(rgb, background, threshold)).view(np.bool_)
+        mask &= ~artefacts
+        if px.line_length:  # coverslip and slide edges
+            mask &= ~np.asarray(
+                core.straight_lines(mask.view(np.uint8), px.line_half_width, px.line_length)[0]
+            ).view(np.bool_)
+    else:  # tissue from edge to edge
+        mask = ~artefacts
+    u8 = np.asarray(core.filter_components(mask.view(np.uint8), px.speck, 0)[0])
+    if px.closing:
+        u8 = np.asarray(core.erode_disk(np.asarray(core.dilate_disk(u8, px.closing)), px.closing))
+        u8 &= (artefacts ^ True).view(np.uint8)  # the closing must not bridge over ink
+    if px.opening:
+        u8 = np.asarray(core.dilate_disk(np.asarray(core.erode_disk(u8, px.opening)), px.opening))
+    u8 = np.asarray(core.fill_holes(u8, px.max_hole))
+    # specks by area, and thin pieces (coverslip and slide edges, hairs)
+    u8, pieces = core.filter_components(
+        u8, px.min_area, config.keep_largest or 0, px.line_width, px.line_length
+    )
+    return Detection(
+        mask=np.asarray(u8).view(np.bool_),
+        background=background,
+        glass=glass,
+        threshold=threshold,
+        otsu=otsu,
+        pieces=int(pieces),
+    )
 
 
 def detect_tissue_image(
@@ -328,10 +515,10 @@ def detect_tissue_image(
 
     With ``mask_mpp=None`` the sizes in ``config`` are read as if one pixel were
     ``config.mpp`` um (pixel units). ``level0_size`` and ``slide_mpp`` place the
-    mask on its slide (default: the image is level 0).
+    mask on its slide (default: the image is level 0). Raises ``NoTissueError``
+    on blank glass; a field with no glass in it is all tissue (``glass_visible``
+    is False on the mask).
     """
-    from hsafast._native import core
-
     config = config or TissueConfig()
     path = None if slide_path is None else Path(slide_path)
     rgb = np.asarray(rgb)
@@ -342,29 +529,37 @@ def detect_tissue_image(
     if rgb.shape[0] == 0 or rgb.shape[1] == 0:
         raise InvalidParameterError("the image is empty", path)
     rgb = np.ascontiguousarray(rgb)
-    if mask_mpp is not None and not (math.isfinite(mask_mpp) and mask_mpp > 0):
-        raise InvalidParameterError(f"mask_mpp must be positive, got {mask_mpp}", path)
-    h, w = rgb.shape[:2]
-    mask_u8, info = core.tissue_mask(rgb, **_native_params(config, mask_mpp or config.mpp, path))
-    size0 = level0_size or (w, h)
-    threshold = info["threshold"] / OD_SCALE
-    if info["components"] == 0:
-        raise NoTissueError(
-            f"no tissue found: nothing absorbs above OD {threshold:.2f} relative to the glass "
-            f"(background RGB {tuple(info['background'])}); blank or empty image?",
-            path,
+    if mask_mpp is not None and not (math.isfinite(mask_mpp) and 0.01 <= mask_mpp <= 1000):
+        raise InvalidParameterError(
+            f"mask_mpp must be a pixel size in [0.01, 1000] um, got {mask_mpp}", path
         )
+    h, w = rgb.shape[:2]
+    found = find_tissue(rgb, mask_mpp or config.mpp, config)
+    if found.pieces == 0:
+        if found.glass:
+            raise NoTissueError(
+                f"no tissue found: nothing absorbs above OD {found.threshold / OD_SCALE:.2f} "
+                f"relative to the glass (background RGB {found.background}); blank glass?",
+                path,
+            )
+        raise NoTissueError(
+            "no tissue found: no glass is visible and the whole field is pen ink or black", path
+        )
+    if not found.glass:
+        log.info("%s: no glass visible: the field is tissue from edge to edge", path or "image")
+    size0 = level0_size or (w, h)
     if slide_mpp is None and level0_size is None and mask_mpp is not None:
         slide_mpp = mask_mpp
     return TissueMask(
-        mask=mask_u8.view(np.bool_),
+        mask=found.mask,
         downsample=(size0[0] / w, size0[1] / h),
         slide_path=path,
-        threshold=threshold,
+        threshold=found.threshold / OD_SCALE,
         mpp=slide_mpp,
         level0_size=(int(size0[0]), int(size0[1])),
-        otsu=None if info["otsu"] < 0 else info["otsu"] / OD_SCALE,
-        background=tuple(int(v) for v in info["background"]),  # type: ignore[arg-type]
+        otsu=None if found.otsu < 0 else found.otsu / OD_SCALE,
+        background=found.background,
+        glass_visible=found.glass,
         image=rgb,
     )
 

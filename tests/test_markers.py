@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from hsafast.errors import ConfigError
-from hsafast.stain import BUILTIN, Marker, get_marker, load_markers, slide_label
-from hsafast.stain.quantification import StainStats
+from hsafast.stain import BUILTIN, CellCounts, Marker, get_marker, load_markers, slide_label
+from hsafast.stain.stats import StainStats
 
 TTF1 = """
 [markers.ttf1]
@@ -30,8 +30,14 @@ binary = { "0" = "low", "1+" = "low", "2+" = "intermediate/high", "3+" = "interm
 """
 
 
-def _stats(marker: str, counts: list[list[int]], tissue: float = 50_000.0) -> StainStats:
-    """Stats of tiles with given cell counts (cells, >=1+, >=2+, >=3+) and some DAB."""
+def _stats(
+    marker: str | Marker,
+    counts: list[list[int]],
+    tissue: float = 50_000.0,
+    others: list[list[int]] | None = None,
+) -> StainStats:
+    """Stats of tiles with given cell counts (cells, >=1+, >=2+, >=3+) and some DAB;
+    ``others``: unscored cells and those >= 1+ per tile (p53's internal control)."""
     n = len(counts)
     pixels = np.zeros((n, 9))
     pixels[:, 0] = tissue
@@ -46,6 +52,7 @@ def _stats(marker: str, counts: list[list[int]], tissue: float = 50_000.0) -> St
         pixels,
         np.asarray(counts, dtype=np.int64),
         np.zeros(n, np.uint8),
+        others=None if others is None else np.asarray(others, dtype=np.int64),
     )
 
 
@@ -75,21 +82,44 @@ def test_ki67_index_cutoff(positive: int, label: str, binary: str) -> None:
     ("counts", "label", "aberrant", "binary"),
     [
         ([500, 450, 420, 300], "overexpression", "aberrant", "intermediate/high"),
+        ([500, 450, 400, 300], "overexpression", "aberrant", "intermediate/high"),  # 80 %
+        ([500, 450, 399, 300], "wild-type", "wild-type", "low"),
         ([500, 150, 40, 5], "wild-type", "wild-type", "low"),
-        ([500, 3, 0, 0], "null", "aberrant", "low"),
+        ([500, 6, 0, 0], "wild-type", "wild-type", "low"),  # 1.2 %: scattered nuclei
+        ([500, 5, 0, 0], "null", "aberrant", "low"),  # 1 %
+        ([500, 0, 0, 0], "null", "aberrant", "low"),
     ],
 )
 def test_p53_patterns(counts: list[int], label: str, aberrant: str, binary: str) -> None:
-    lab = slide_label(_stats("p53", [counts]))
-    assert lab.label == label
+    # 400 stromal and immune nuclei, 40 of them stained: the internal control
+    lab = slide_label(_stats("p53", [counts], others=[[400, 40]]))
+    assert lab.label == label, lab
     assert lab.groups["aberrant"] == aberrant
     assert lab.binary == binary
+    assert lab.reason == ""
 
 
-def test_p53_null_without_internal_control_is_flagged() -> None:
-    lab = slide_label(_stats("p53", [[500, 0, 0, 0]]))
-    assert lab.label == "null"
-    assert any("internal control" in f for f in lab.flags)
+@pytest.mark.parametrize("control", [[0, 0], [400, 0], [400, 3]])
+def test_p53_null_without_internal_control_has_no_label(control: list[int]) -> None:
+    lab = slide_label(_stats("p53", [[500, 0, 0, 0]], others=[control]))
+    assert lab.label is None and lab.binary is None
+    assert "internal control" in lab.reason
+    # an overexpression or wild-type pattern needs no control
+    assert slide_label(_stats("p53", [[500, 450, 420, 0]], others=[control])).label
+
+
+def test_p53_rule_reads_cell_counts_by_construction() -> None:
+    """The pattern follows the clinical definitions for every split of 200 nuclei."""
+    p53 = get_marker("p53")
+    for stained in range(0, 201, 5):
+        for strong in range(0, stained + 1, 5):
+            reading = p53.read(CellCounts(200, (stained, strong, 0), 300, 30))
+            if strong >= 160:
+                assert reading.label == "overexpression"
+            elif stained <= 2:
+                assert reading.label == "null"
+            else:
+                assert reading.label == "wild-type"
 
 
 @pytest.mark.parametrize(
@@ -100,6 +130,22 @@ def test_p53_null_without_internal_control_is_flagged() -> None:
 def test_pdl1_tps_bands(positive: int, label: str, binary: str) -> None:
     lab = slide_label(_stats("pdl1", [[1000, positive, positive // 2, 0]]))
     assert (lab.label, lab.binary) == (label, binary)
+
+
+def test_tps_classes_are_exact_at_the_cut_offs() -> None:
+    """1 % and 50 % are compared on the counts: no float rounding moves a cell count
+    across a class edge (7 / 700 is 1-49 %, 489 / 1000 is 1-49 %)."""
+    from fractions import Fraction
+
+    pdl1 = get_marker("pdl1")
+    for n in range(1, 1500):
+        for k in {n // 100 - 1, n // 100, -(-n // 100), n // 2 - 1, n // 2, -(-n // 2), n}:
+            if not 0 <= k <= n:
+                continue
+            tps = Fraction(k, n)
+            want = "<1%" if tps < Fraction(1, 100) else "1-49%" if tps < Fraction(1, 2) else ">=50%"
+            assert pdl1.read(CellCounts(n, (k, 0, 0))).label == want, (k, n)
+    assert pdl1.read(CellCounts(1000, (489, 0, 0))).label == "1-49%"
 
 
 def test_no_cells_gives_no_label_and_no_nan() -> None:
@@ -123,8 +169,9 @@ def test_load_toml_and_json(tmp_path: Path) -> None:
                              "binary": {"neg": "low", "pos": "intermediate/high"}}))  # fmt: skip
     ck7 = load_markers(j)["ck7"]
     assert ck7.compartment == "cytoplasmic"
-    lab = slide_label(_stats("ck7", [[0, 0, 0, 0]]), ck7)
-    assert lab.label == "pos" and lab.score == pytest.approx(0.2)
+    lab = slide_label(_stats(ck7, [[0, 0, 0, 0]]))  # the stats keep the user's marker
+    assert lab.marker == "ck7" and lab.label == "pos" and lab.score == pytest.approx(0.2)
+    assert slide_label(_stats(her2, [[100, 20, 12, 3]])).label == "2+"  # 12 % at >= 2+
 
 
 @pytest.mark.parametrize(

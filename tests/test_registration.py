@@ -10,7 +10,7 @@ import pytest
 
 import hsafast
 from hsafast.registration.quality import rtre
-from hsafast.registration.validation import make_known_pair, tissue_points
+from hsafast.synth.known_pairs import make_known_pair, tissue_points
 
 MPP = 5.0  # the 5%-scale BIRL images record no pixel size; any equal value works
 

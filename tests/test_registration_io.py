@@ -12,7 +12,7 @@ import pytest
 import hsafast
 from hsafast.errors import ConfigError, InvalidParameterError, RegistrationError
 from hsafast.registration import Registration, RegistrationConfig, paired_tiles
-from hsafast.registration.validation import make_known_pair, random_field
+from hsafast.synth.known_pairs import make_known_pair, random_field
 from hsafast.synth.tiffwrite import write_array_pyramid
 
 
@@ -186,7 +186,7 @@ def test_paired_tiles_refuse_failed_registrations(known_pair) -> None:
 
 def test_paired_tiles_on_a_pyramid_level(known_pair, tmp_path: Path) -> None:
     """Tiles from level 1 of pyramidal slides (read at 4x coarser) match the truth."""
-    from hsafast.registration.validation import errors_against_truth
+    from hsafast.synth.known_pairs import errors_against_truth
 
     pair = known_pair[0]
     up = 4  # level 0 is 4x the known pair, level 1 is the known pair itself
@@ -228,3 +228,42 @@ def test_paired_tiles_on_a_pyramid_level(known_pair, tmp_path: Path) -> None:
         )
         r = np.corrcoef(_od(ideal).ravel(), _od(tile.ihc_tile).ravel())[0, 1]
         assert tile.ihc_tile.shape == (64, 64, 3) and r > 0.8, (tile.he_coord, r)
+
+
+def test_paired_tiles_equal_a_tile_by_tile_reference(known_pair) -> None:
+    """The batched reading (both slides through read_tiles) gives, tile by tile, what
+    reading each IHC window on its own and resampling it through the map's local
+    linear part gives; non-square tiles too."""
+    _, he, ihc, reg = known_pair
+    coords = np.array([[300, 250], [500, 400], [700, 300], [420, 560], [-20, 100]])
+    w, h = 80, 56
+    got = list(paired_tiles(he, ihc, reg, coords, (w, h), 0, batch=2, workers=1))
+    assert [t.he_coord.tolist() for t in got] == coords.tolist()
+    for tile, coord in zip(got, coords, strict=True):
+        np.testing.assert_array_equal(tile.he_tile, he.read_region(coord, 0, (w, h)))
+        centre_he = coord + np.array([w, h]) / 2.0 - 0.5
+        centre = reg.map(centre_he)[0]
+        jac = reg.local_linear(centre_he)
+        # output pixel o -> IHC level 0: centre + jac @ (o - tile centre)
+        ys, xs = np.indices((h, w), dtype=np.float64)
+        offs = np.stack([xs - (w - 1) / 2.0, ys - (h - 1) / 2.0], axis=-1)
+        q = centre + offs @ jac.T
+        x0, y0 = np.floor(q.reshape(-1, 2).min(axis=0)).astype(int) - 2
+        x1, y1 = np.ceil(q.reshape(-1, 2).max(axis=0)).astype(int) + 3
+        window = ihc.read_region((x0, y0), 0, (x1 - x0, y1 - y0))
+        ref = cv2.remap(
+            window,
+            (q[..., 0] - x0).astype(np.float32),
+            (q[..., 1] - y0).astype(np.float32),
+            cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=(255, 255, 255),
+        )
+        diff = np.abs(ref.astype(int) - tile.ihc_tile.astype(int))
+        worst = np.unravel_index(int(diff.argmax()), diff.shape)
+        # the two resample the same pixels with float32 coordinates of different origins
+        assert diff.max() <= 2, f"tile {coord.tolist()}: max diff {diff.max()} at {worst}"
+    plain = list(paired_tiles(he, ihc, reg, coords, (w, h), 0, resample=False, batch=3))
+    for tile in plain:
+        assert tile.ihc_tile.shape == (h, w, 3)
+        np.testing.assert_array_equal(tile.ihc_tile, ihc.read_region(tile.ihc_coord, 0, (w, h)))

@@ -9,7 +9,8 @@ import pytest
 
 from hsafast.errors import ConfigError
 from hsafast.stain import concentrations, membranous_cells, nuclear_cells
-from hsafast.stain.validation import compare_cells, read_truth_cells, render_ihc_tile
+from hsafast.synth.ihc_tile import render_ihc_tile
+from hsafast.synth.scoring import compare_cells, read_truth_cells
 
 MPP = 0.5
 THRESHOLDS = (0.2, 0.4, 0.6)

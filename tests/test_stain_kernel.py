@@ -19,7 +19,7 @@ from hsafast.stain import (
     pixel_stats,
     pixel_stats_reference,
 )
-from hsafast.stain.validation import render_ihc_tile
+from hsafast.synth.ihc_tile import render_ihc_tile
 
 
 def _worst(a: np.ndarray, b: np.ndarray) -> str:

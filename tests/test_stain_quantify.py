@@ -12,9 +12,9 @@ import pytest
 import hsafast
 from hsafast.errors import StainError
 from hsafast.slides import open_slide
-from hsafast.stain import StainMatrix, quantify, slide_label
+from hsafast.stain import HED, QuantifyConfig, StainMatrix, quantify, slide_label
 from hsafast.stain.quantification import BLANK, SATURATED
-from hsafast.stain.validation import render_ihc_tile
+from hsafast.synth.ihc_tile import render_ihc_tile
 
 
 @pytest.fixture(scope="module")
@@ -76,11 +76,68 @@ def test_quantify_with_tile_grid_and_path(synthetic_slide: Path) -> None:
     assert lab.marker == "pdl1" and lab.label == "<1%"  # nuclear staining is not membranous
 
 
-def test_he_slide_is_flagged_as_no_dab(cmu_svs: Path) -> None:
-    coords = np.array([[600, 600], [1100, 1400], [1400, 2000]])
-    stats = quantify(cmu_svs, coords, "ki67")
+def test_coords_and_grid_read_the_same_tiles(synthetic_slide: Path) -> None:
+    with open_slide(synthetic_slide, mpp=0.5) as slide:
+        grid = hsafast.tile_grid(slide, None, mpp=0.5, size=256)
+        by_grid = quantify(slide, grid, "ki67", matrix=HED)
+        by_coords = quantify(
+            slide, grid.coords, "ki67", matrix=HED, config=QuantifyConfig(batch_size=5, workers=1)
+        )
+    np.testing.assert_array_equal(by_grid.pixels, by_coords.pixels)
+    np.testing.assert_array_equal(by_grid.cells, by_coords.cells)
+    np.testing.assert_array_equal(by_grid.flags, by_coords.flags)
+    assert by_grid.matrix is HED and by_grid.patch_size_level0 == 256
+
+
+def test_grid_at_a_coarser_pixel_size_is_read_resized(synthetic_slide: Path) -> None:
+    """A grid whose target matches no level is read at level 0 and shrunk (read_tiles)."""
+    with open_slide(synthetic_slide, mpp=0.5) as slide:
+        grid = hsafast.tile_grid(slide, None, mpp=1.0, size=128)
+        stats = quantify(slide, grid, "ki67")
+    assert (grid.read_size, grid.size) == (256, 128)
+    assert stats.size == 128 and stats.mpp == pytest.approx(1.0)
+    assert stats.patch_size_level0 == 256
+    assert stats.tissue_fraction.max() <= 1.0
+    # cells come back in level-0 pixels, inside their tiles
+    table = stats.cell_table
+    assert table is not None and len(table) > 50
+    origin = stats.coords[table.tile]
+    assert np.all((table.xy >= origin - 0.5) & (table.xy < origin + 256))
+
+
+def test_cell_table_positions_are_level0(synthetic_slide: Path) -> None:
+    with open_slide(synthetic_slide, mpp=0.5) as slide:
+        stats = quantify(slide, _coords(), "ki67")
+    table = stats.cell_table
+    assert table is not None
+    truth = np.concatenate(
+        [t.cells_xy + c for t, c in zip(_tiles(), _coords()[[0, 1, 3, 5]], strict=True)]
+    )
+    from scipy.spatial import cKDTree
+
+    dist, _ = cKDTree(truth).query(table.xy)
+    assert np.median(dist) < 1.5, np.median(dist)  # within a pixel or two of a true centre
+    assert int(table.scored.sum()) == int(stats.cells[:, 0].sum())
+    assert int((table.grade[table.scored] >= 1).sum()) == int(stats.cells[:, 1].sum())
+
+
+def test_user_defined_marker_end_to_end(synthetic_slide: Path, tmp_path: Path) -> None:
+    """A marker from a file is measured and read by its own rules, never looked up by name."""
+    from hsafast.stain import load_markers
+
+    spec = tmp_path / "m.toml"
+    spec.write_text(
+        "[markers.ttf1]\ncompartment = 'nuclear'\nclasses = ['negative', 'focal', 'diffuse']\n"
+        "cutoffs = [0.05, 0.5]\nbinary = { negative = 'low', focal = 'intermediate/high', "
+        "diffuse = 'intermediate/high' }\n"
+    )
+    ttf1 = load_markers(spec)["ttf1"]
+    with open_slide(synthetic_slide, mpp=0.5) as slide:
+        stats = quantify(slide, _coords(), ttf1)
+    assert stats.marker is ttf1
     lab = slide_label(stats)
-    assert any(f.startswith("no DAB signal") for f in lab.flags)
+    assert (lab.marker, lab.label, lab.binary) == ("ttf1", "focal", "intermediate/high")
+    assert slide_label(stats, "ttf1").label == "focal"  # by name: the measured marker
 
 
 def test_singular_matrix_raises_before_reading(synthetic_slide: Path) -> None:

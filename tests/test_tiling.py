@@ -165,3 +165,39 @@ def test_tile_fractions_helper_counts_outside_as_glass(cmu_svs: Path) -> None:
     assert f[0] == pytest.approx(1.0)
     assert f[1] == pytest.approx(0.25, abs=0.01)
     assert f[2] == 0.0
+
+
+def test_tissue_grid_is_tissue_then_grid(cmu_svs: Path) -> None:
+    with hsafast.open_slide(cmu_svs) as slide:
+        grid = hsafast.tissue_grid(slide, mpp=1.0, size=224, overlap=32, min_tissue=0.3)
+        mask = hsafast.detect_tissue(slide)
+        by_hand = hsafast.tile_grid(slide, mask, mpp=1.0, size=224, overlap=32, min_tissue=0.3)
+        coarse = hsafast.TissueConfig(mpp=16.0)
+        again = hsafast.tissue_grid(slide, 1.0, 224, overlap=32, min_tissue=0.3, tissue=coarse)
+        reused = hsafast.tissue_grid(slide, 1.0, 224, overlap=32, min_tissue=0.3, tissue=mask)
+    assert np.array_equal(grid.coords, by_hand.coords)
+    assert np.array_equal(grid.tissue_fraction, by_hand.tissue_fraction)
+    assert grid.tissue is not None and np.array_equal(grid.tissue.mask, mask.mask)
+    assert reused.tissue is mask and np.array_equal(reused.coords, grid.coords)
+    assert again.tissue is not None and again.tissue.mask_mpp == pytest.approx(16.0, rel=0.02)
+    assert 0 < len(grid) < len(hsafast.tile_grid(slide, None, mpp=1.0, size=224, overlap=32))
+
+
+def test_tissue_grid_of_a_field_without_glass_keeps_every_tile(data_dir: Path) -> None:
+    with hsafast.open_slide(data_dir / "stardist_histo.jpg", mpp=0.25) as slide:
+        grid = hsafast.tissue_grid(slide, mpp=0.25, size=100, min_tissue=0.5)
+    assert grid.tissue is not None and not grid.tissue.glass_visible
+    full = grid.coords[(grid.coords[:, 0] + 100 <= 500) & (grid.coords[:, 1] + 100 <= 300)]
+    assert len(full) == 15 and (grid.tissue_fraction >= 0.5).all()
+
+
+def test_tissue_grid_names_the_slide_without_tissue(tmp_path: Path) -> None:
+    import cv2
+
+    from hsafast.errors import NoTissueError
+
+    glass = np.clip(RNG.normal(244, 2.0, size=(256, 320, 3)), 0, 255).astype(np.uint8)
+    cv2.imwrite(str(tmp_path / "empty.png"), glass)
+    with hsafast.open_slide(tmp_path / "empty.png", mpp=0.5) as slide:
+        with pytest.raises(NoTissueError, match="empty.png"):
+            hsafast.tissue_grid(slide)

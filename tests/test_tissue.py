@@ -1,5 +1,7 @@
-"""Tissue detection: every native step against a NumPy/OpenCV/SciPy/scikit-image
-reference, and plausible masks on the real H&E and IHC images."""
+"""Tissue detection on real slides: plausible masks, artefacts (pen ink, coverslip
+edges, specks), fields without glass, pale sparse tissue, outputs and bad input.
+The native kernels are checked against references in test_tissue_kernels.py and the
+masks against outlines drawn by hand in test_tissue_truth.py."""
 
 from __future__ import annotations
 
@@ -12,256 +14,35 @@ import cv2
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
-from skimage.morphology import disk, remove_small_holes
+from tissue_truth import BIRL_KIDNEY_MPP, BIRL_LUNG_MPP, truth_mask
 
 import hsafast
-from hsafast._native import core
 from hsafast.errors import InvalidParameterError, MissingPixelSizeError, NoTissueError
-from hsafast.tissue import TissueConfig, _native_params, detect_tissue_image
+from hsafast.tissue import TissueConfig, detect_tissue_image, working_image
 
 RNG = np.random.default_rng(20260126)
+EIGHT = np.ones((3, 3))
 
 
-def assert_same(actual: np.ndarray, expected: np.ndarray, what: str) -> None:
-    """Exact equality, naming the worst element when it fails."""
-    actual = np.asarray(actual).astype(np.int64)
-    expected = np.asarray(expected).astype(np.int64)
-    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
-    diff = np.abs(actual - expected)
-    if diff.size and diff.max() > 0:
-        idx = np.unravel_index(int(np.argmax(diff)), diff.shape)
-        pytest.fail(
-            f"{what}: {int((diff > 0).sum())} elements differ; worst at {idx}: "
-            f"native {actual[idx]} vs reference {expected[idx]}"
-        )
+def working(path: Path, mpp: float | None = None) -> tuple[np.ndarray, float]:
+    """The image detect_tissue works on, and its pixel size (pixel units: 8 um)."""
+    with hsafast.open_slide(path, mpp=mpp) as slide:
+        rgb, mask_mpp, _ = working_image(slide, TissueConfig())
+    return rgb, mask_mpp or TissueConfig().mpp
 
 
-def real_images(data_dir: Path) -> dict[str, np.ndarray]:
-    """Low-resolution RGB images of every real slide in tests/data."""
-    files = {
-        "tcga": ("tcga-cr-7395-01a-01-ts1.svs", None),
-        "dicom": ("multiframe_camelyon_challenge_image.dcm", None),
-        "ihc": ("skimage_ihc.png", 0.5),
-        "mouse_prospc": ("paired/birl_mouse_lung_lesion/Izd2-29-041-w35_proSPC.jpg", None),
-        "kidney_ck": ("paired/birl_rat_kidney/Rat-Kidney_PanCytokeratin.jpg", None),
-    }
-    out = {}
-    for name, (rel, mpp) in files.items():
-        with hsafast.open_slide(data_dir / rel, mpp=mpp) as slide:
-            out[name] = slide.thumbnail(700)[0]
-    return out
+def feathered(stroke: np.ndarray, mpp: float) -> np.ndarray:
+    """Ink cover of each pixel (0..1) for a stroke (0/1) whose edge fades over 25 um."""
+    return cv2.GaussianBlur(stroke.astype(np.float32), (0, 0), max(0.5, 25 / mpp))
 
 
-@pytest.fixture(scope="module")
-def images(data_dir: Path) -> dict[str, np.ndarray]:
-    return real_images(data_dir)
-
-
-def random_rgb(h: int = 61, w: int = 83) -> np.ndarray:
-    return RNG.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
-
-
-def random_mask(h: int = 97, w: int = 131, p: float = 0.45) -> np.ndarray:
-    return (RNG.random((h, w)) < p).astype(np.uint8)
-
-
-# ---- references ------------------------------------------------------------------------
-
-
-def ref_background(rgb: np.ndarray, stride: int, floor: int = 200) -> np.ndarray:
-    sample = rgb.reshape(-1, 3)[::stride]
-    p99 = np.percentile(sample, 99, axis=0, method="inverted_cdf")
-    return np.maximum(p99, floor).astype(np.int64)
-
-
-def ref_od(rgb: np.ndarray, bg: np.ndarray, exclude: bool = True) -> np.ndarray:
-    od = np.log10((bg.astype(np.float64) + 1) / (rgb.astype(np.float64) + 1))
-    q = np.minimum(255, np.rint(100 * np.clip(od, 0, None))).astype(np.int64).max(axis=-1)
-    if exclude:
-        r, g, b = (rgb[..., c].astype(np.int64) for c in range(3))
-        artefact = (np.maximum(np.maximum(r, g), b) < 50) | ((g > r + 20) & (g > b + 20))
-        q[artefact] = 0
-    return q
-
-
-def ref_otsu(hist: np.ndarray, centers: np.ndarray) -> int:
-    best, best_k = -1.0, -1
-    total = hist.sum()
-    for k in range(len(hist) - 1):
-        w0 = hist[: k + 1].sum()
-        w1 = total - w0
-        if w0 == 0 or w1 == 0:
-            continue
-        m0 = (hist[: k + 1] * centers[: k + 1]).sum() / w0
-        m1 = (hist[k + 1 :] * centers[k + 1 :]).sum() / w1
-        var = w0 * w1 * (m0 - m1) ** 2
-        if var > best * (1 + 1e-12):
-            best, best_k = var, k
-    return best_k
-
-
-def ref_fill_holes(mask: np.ndarray, max_area: int) -> np.ndarray:
-    if max_area < 0:
-        return ndi.binary_fill_holes(mask)
-    if max_area == 0:
-        return mask.astype(bool)
-    labels, n = ndi.label(mask == 0)  # 4-connected background
-    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-    area = np.bincount(labels.ravel(), minlength=n + 1)
-    small = area <= max_area
-    small[edge] = False
-    small[0] = False
-    filled = mask.astype(bool) | small[labels]
-    if filled.shape[0] > 20 and filled.shape[1] > 20 and max_area < 2 * sum(filled.shape):
-        # scikit-image agrees once padding joins the edge regions into one large region
-        padded = np.pad(mask.astype(bool), 1)
-        assert (remove_small_holes(padded, max_size=max_area)[1:-1, 1:-1] == filled).all()
-    return filled
-
-
-def ref_filter(mask: np.ndarray, min_area: int, keep_largest: int) -> np.ndarray:
-    labels, n = ndi.label(mask, structure=np.ones((3, 3)))
-    area = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-    ok = np.flatnonzero(area >= min_area)
-    if keep_largest > 0:
-        ok = ok[np.argsort(-area[ok], kind="stable")][:keep_largest]
-    return np.isin(labels, ok + 1)
-
-
-def ref_pipeline(rgb: np.ndarray, p: dict) -> np.ndarray:
-    n = rgb.shape[0] * rgb.shape[1]
-    stride = core.sample_stride(n)
-    bg = ref_background(rgb, stride)
-    od = ref_od(rgb, bg, p["exclude_artefacts"])
-    centers = np.log(np.arange(256) / 100 + 0.01)
-    hist = np.bincount(od.ravel()[::stride], minlength=256)
-    otsu = ref_otsu(hist, centers)
-    t = p["min_threshold"] if otsu < 0 else min(max(otsu, p["min_threshold"]), p["max_threshold"])
-    m = (od > t).astype(np.uint8)
-    rc, ro = p["closing_radius"], p["opening_radius"]
-    if rc:
-        m = cv2.erode(cv2.dilate(m, disk(rc).astype(np.uint8)), disk(rc).astype(np.uint8))
-    if ro:
-        m = cv2.dilate(cv2.erode(m, disk(ro).astype(np.uint8)), disk(ro).astype(np.uint8))
-    m = ref_fill_holes(m, p["max_hole_area"])
-    return ref_filter(m, p["min_area"], p["keep_largest"])
-
-
-# ---- native kernels vs references ------------------------------------------------------
-
-
-@pytest.mark.parametrize("stride", [1, 3, 7])
-def test_background_matches_numpy_percentile(stride: int, images: dict[str, np.ndarray]) -> None:
-    for name, rgb in [("random", random_rgb()), *images.items()]:
-        got = core.tissue_background(rgb, stride)
-        assert_same(np.array(got), ref_background(rgb, stride), f"background of {name}")
-
-
-def test_od_map_matches_numpy(images: dict[str, np.ndarray]) -> None:
-    for name, rgb in [("random", random_rgb()), *images.items()]:
-        bg = np.array(core.tissue_background(rgb))
-        for exclude in (True, False):
-            got = core.tissue_od_map(rgb, tuple(int(v) for v in bg), exclude)
-            assert_same(got, ref_od(rgb, bg, exclude), f"OD of {name} (artefacts {exclude})")
-
-
-def test_od_histogram_and_threshold_match_od_map(images: dict[str, np.ndarray]) -> None:
-    for name, rgb in [("random", random_rgb()), *images.items()]:
-        bg = tuple(int(v) for v in core.tissue_background(rgb))
-        od = np.asarray(core.tissue_od_map(rgb, bg))
-        for stride in (1, 5):
-            hist = core.tissue_od_histogram(rgb, bg, stride=stride)
-            ref = np.bincount(od.ravel()[::stride], minlength=256)
-            assert_same(hist, ref, f"OD histogram of {name}")
-        for t in (0, 3, 6, 40):
-            got = core.tissue_od_threshold(rgb, bg, t)
-            assert_same(got, od > t, f"OD > {t} of {name}")
-
-
-def test_histogram_matches_bincount() -> None:
-    x = RNG.integers(0, 256, size=(123, 77), dtype=np.uint8)
-    assert_same(core.tissue_histogram(x), np.bincount(x.ravel(), minlength=256), "histogram")
-
-
-def test_otsu_matches_bruteforce_and_skimage(images: dict[str, np.ndarray]) -> None:
-    from skimage.filters import threshold_otsu
-
-    centers = np.log(np.arange(256) / 100 + 0.01)
-    hists = [RNG.integers(0, 1000, size=256) for _ in range(5)]
-    for rgb in images.values():
-        bg = tuple(int(v) for v in core.tissue_background(rgb))
-        hists.append(core.tissue_od_histogram(rgb, bg))
-    for i, hist in enumerate(hists):
-        k = core.otsu_index(hist, centers)
-        assert k == ref_otsu(hist, centers), f"histogram {i}: native {k}"
-        nz = np.flatnonzero(hist)
-        lo, hi = nz[0], nz[-1] + 1  # scikit-image needs populated end bins
-        sk = threshold_otsu(hist=(hist[lo:hi], centers[lo:hi]))
-        assert centers[k] == pytest.approx(sk), f"histogram {i}: skimage {sk} vs {centers[k]}"
-    assert core.otsu_index(np.eye(1, 256, 9, dtype=np.int64)[0] * 50, centers) == -1
-
-
-@pytest.mark.parametrize("radius", [0, 1, 2, 3, 5, 8])
-def test_disk_morphology_matches_opencv(radius: int, images: dict[str, np.ndarray]) -> None:
-    kernel = disk(radius).astype(np.uint8)
-    masks = [random_mask(), random_mask(40, 1), random_mask(1, 40), random_mask(p=0.9)]
-    for rgb in images.values():
-        bg = tuple(int(v) for v in core.tissue_background(rgb))
-        masks.append(np.asarray(core.tissue_od_threshold(rgb, bg, 5)))
-    for i, m in enumerate(masks):
-        assert_same(core.dilate_disk(m, radius), cv2.dilate(m, kernel), f"dilation {i} r{radius}")
-        assert_same(core.erode_disk(m, radius), cv2.erode(m, kernel), f"erosion {i} r{radius}")
-
-
-@pytest.mark.parametrize("connectivity", [4, 8])
-def test_labels_match_scipy(connectivity: int, images: dict[str, np.ndarray]) -> None:
-    structure = np.ones((3, 3)) if connectivity == 8 else None
-    masks = [random_mask(), random_mask(p=0.6), (random_mask() * 255).astype(np.uint8)]
-    for rgb in images.values():
-        bg = tuple(int(v) for v in core.tissue_background(rgb))
-        masks.append(np.asarray(core.tissue_od_threshold(rgb, bg, 5)))
-    for i, m in enumerate(masks):
-        labels, area = core.label(m, connectivity)
-        ref, n = ndi.label(m, structure=structure)
-        assert_same(labels, ref, f"labels of mask {i}")
-        assert_same(area, np.bincount(ref.ravel(), minlength=n + 1)[1:], f"areas of mask {i}")
-
-
-@pytest.mark.parametrize("max_area", [-1, 0, 1, 4, 30, 500])
-def test_fill_holes_matches_scipy_and_skimage(max_area: int) -> None:
-    for i, m in enumerate([random_mask(p=0.55), random_mask(p=0.7), random_mask(50, 3, 0.6)]):
-        got = core.fill_holes(m, max_area)
-        assert_same(got, ref_fill_holes(m, max_area), f"fill holes {i} (max {max_area})")
-
-
-@pytest.mark.parametrize(("min_area", "keep"), [(0, 0), (1, 0), (5, 0), (20, 0), (0, 1), (3, 4)])
-def test_filter_components_matches_scipy(min_area: int, keep: int) -> None:
-    for i, m in enumerate([random_mask(p=0.4), random_mask(p=0.55)]):
-        got, kept = core.filter_components(m, min_area, keep)
-        ref = ref_filter(m, min_area, keep)
-        assert_same(got, ref, f"component filter {i} (min {min_area}, keep {keep})")
-        assert kept == ndi.label(ref, structure=np.ones((3, 3)))[1]
-
-
-def test_pipeline_matches_reference_chain(images: dict[str, np.ndarray]) -> None:
-    configs = [TissueConfig(), TissueConfig(keep_largest=1, max_hole_mm2=math.inf)]
-    for name, rgb in images.items():
-        for config in configs:
-            params = _native_params(config, 8.0)
-            got, info = core.tissue_mask(rgb, **params)
-            assert_same(got, ref_pipeline(rgb, params), f"tissue mask of {name}")
-            assert params["min_threshold"] <= info["threshold"] <= params["max_threshold"]
-
-
-def test_kernels_reject_bad_buffers() -> None:
-    with pytest.raises(TypeError, match="uint8"):
-        core.dilate_disk(np.zeros((4, 4), dtype=np.float32), 1)
-    with pytest.raises(ValueError, match="C-contiguous"):
-        core.erode_disk(random_mask()[:, ::2], 1)
-    with pytest.raises(ValueError, match="connectivity"):
-        core.label(random_mask(), 6)
-    with pytest.raises(ValueError, match=r"\(height, width, 3\)"):
-        core.tissue_background(np.zeros((4, 4, 4), dtype=np.uint8))
+def paint(
+    rgb: np.ndarray, stroke: np.ndarray, colour: tuple[int, int, int], mpp: float
+) -> np.ndarray:
+    """Lay ink of ``colour`` over ``stroke`` (0/1) with a feathered edge."""
+    alpha = feathered(stroke, mpp)[..., None]
+    out = rgb.astype(np.float32) * (1 - alpha) + np.array(colour, np.float32) * alpha
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
 # ---- masks on real slides ----------------------------------------------------------------
@@ -269,15 +50,15 @@ def test_kernels_reject_bad_buffers() -> None:
 
 # (file, slide mpp override, expected tissue fraction range)
 REAL = [
-    ("CMU-1-Small-Region.svs", None, (0.25, 0.6)),
+    ("CMU-1-Small-Region.svs", None, (0.3, 0.6)),
     ("tcga-cr-7395-01a-01-ts1.svs", None, (0.5, 0.75)),
-    ("multiframe_camelyon_challenge_image.dcm", None, (0.1, 0.4)),
-    ("multi_frame_jpeg2000_camelyon_challenge_image.dcm", None, (0.15, 0.45)),
+    ("multiframe_camelyon_challenge_image.dcm", None, (0.15, 0.45)),
+    ("multi_frame_jpeg2000_camelyon_challenge_image.dcm", None, (0.2, 0.5)),
     ("skimage_ihc.png", 0.5, (0.95, 1.0)),
-    ("paired/birl_mouse_lung_lesion/Izd2-29-041-w35_HE.jpg", None, (0.55, 0.95)),
-    ("paired/birl_mouse_lung_lesion/Izd2-29-041-w35_proSPC.jpg", None, (0.55, 0.95)),
-    ("paired/birl_rat_kidney/Rat-Kidney_HE.jpg", None, (0.5, 0.8)),
-    ("paired/birl_rat_kidney/Rat-Kidney_PanCytokeratin.jpg", None, (0.5, 0.8)),
+    ("paired/birl_mouse_lung_lesion/Izd2-29-041-w35_HE.jpg", BIRL_LUNG_MPP, (0.85, 1.0)),
+    ("paired/birl_mouse_lung_lesion/Izd2-29-041-w35_proSPC.jpg", BIRL_LUNG_MPP, (0.85, 1.0)),
+    ("paired/birl_rat_kidney/Rat-Kidney_HE.jpg", BIRL_KIDNEY_MPP, (0.5, 0.8)),
+    ("paired/birl_rat_kidney/Rat-Kidney_PanCytokeratin.jpg", BIRL_KIDNEY_MPP, (0.5, 0.8)),
 ]
 
 
@@ -303,6 +84,7 @@ def test_plausible_mask_on_real_images(
     assert mask.level0_size == (width, height)
     assert mask.downsample[0] * mask.shape[1] == pytest.approx(width)
     assert mask.downsample[1] * mask.shape[0] == pytest.approx(height)
+    assert mask.glass_visible
     assert 0.03 <= mask.threshold <= 0.06
 
 
@@ -354,23 +136,174 @@ def test_missing_pixel_size_uses_pixel_units(
         mask.area_mm2()
 
 
-def test_blank_image_raises_no_tissue_naming_the_file(tmp_path: Path) -> None:
-    blank = np.clip(RNG.normal(247, 2.0, size=(300, 400, 3)), 0, 255).astype(np.uint8)
-    path = tmp_path / "blank_slide.png"
-    cv2.imwrite(str(path), blank)
-    with pytest.raises(NoTissueError, match="blank_slide.png"):
-        hsafast.detect_tissue(hsafast.open_slide(path, mpp=0.5))
+def test_blank_glass_raises_no_tissue_naming_the_file(tmp_path: Path) -> None:
+    # smooth glass, and glass with strong independent noise in every channel (what a
+    # closing would weld into tissue if the noise were not dropped first)
+    for name, sigma in (("blank_slide.png", 2.0), ("noisy_glass.png", 4.0)):
+        blank = np.clip(RNG.normal(245, sigma, size=(300, 400, 3)), 0, 255).astype(np.uint8)
+        cv2.imwrite(str(tmp_path / name), blank)
+        for mpp in (0.5, 5.0):
+            with pytest.raises(NoTissueError, match=f"{name}.*blank glass"):
+                hsafast.detect_tissue(hsafast.open_slide(tmp_path / name, mpp=mpp))
 
 
-def test_artefacts_are_excluded(images: dict[str, np.ndarray]) -> None:
-    rgb = images["kidney_ck"].copy()
+def _fields(data_dir: Path, cmu_svs: Path, tmp_path: Path) -> list[tuple[str, Path, float]]:
+    """Fields with tissue from edge to edge, as files: a real field with no glass, and
+    crops of the CMU-1 dermis and the mouse lung lesion given a 40x pixel size."""
+    fields = [("stardist", data_dir / "stardist_histo.jpg", 0.25)]
+    with hsafast.open_slide(cmu_svs) as slide:
+        dermis = slide.read_region((900, 2300), 0, (512, 384))
+    lesion = cv2.imread(str(data_dir / "paired/birl_mouse_lung_lesion/Izd2-29-041-w35_HE.jpg"))
+    for name, rgb in (("dermis", dermis), ("lesion", lesion[300:500, 300:550, ::-1])):
+        path = tmp_path / f"{name}.png"
+        cv2.imwrite(str(path), np.ascontiguousarray(rgb[..., ::-1]))
+        fields.append((name, path, 0.25))
+    return fields
+
+
+def test_a_field_without_glass_is_all_tissue(
+    data_dir: Path, cmu_svs: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    for name, path, mpp in _fields(data_dir, cmu_svs, tmp_path):
+        with caplog.at_level(logging.INFO, logger="hsafast.tissue"):
+            mask = hsafast.detect_tissue(hsafast.open_slide(path, mpp=mpp))
+        assert not mask.glass_visible, name
+        assert mask.mask.all(), f"{name}: {mask.mask.mean():.3f} of the field"
+        assert mask.background == (255, 255, 255)
+    assert "no glass visible" in caplog.text
+
+
+def test_ink_on_a_field_without_glass_is_still_taken_out(data_dir: Path) -> None:
+    rgb = cv2.imread(str(data_dir / "stardist_histo.jpg"))[..., ::-1]
+    rgb = np.ascontiguousarray(cv2.resize(rgb, (1000, 600)))  # 2 um/px
+    stroke = np.zeros(rgb.shape[:2], np.uint8)
+    cv2.line(stroke, (100, 300), (900, 320), 1, 250)  # a 0.5-mm stroke
+    mask = detect_tissue_image(paint(rgb, stroke, (35, 55, 165), 2.0), 2.0)
+    assert not mask.glass_visible
+    assert not mask.mask[stroke > 0].any()
+    assert mask.mask[:100].all() and mask.mask[-100:].all()
+
+
+# Scanned colours of the usual pen inks: dense dye (a marker stroke passes 5-25% of
+# the light in the colours it absorbs) in the hue of each ink.
+INKS = {
+    "blue": (35, 55, 165),
+    "green": (30, 135, 70),
+    "black": (28, 28, 34),
+    "red": (200, 35, 45),
+}
+
+
+@pytest.mark.parametrize("ink", sorted(INKS))
+@pytest.mark.parametrize(
+    ("name", "mpp"),
+    [
+        ("paired/birl_rat_kidney/Rat-Kidney_PanCytokeratin.jpg", BIRL_KIDNEY_MPP),
+        ("paired/birl_mouse_lung_lesion/Izd2-29-041-w35_HE.jpg", BIRL_LUNG_MPP),
+        ("tcga-cr-7395-01a-01-ts1.svs", None),
+    ],
+    ids=["kidney_ck", "lung_he", "tcga"],
+)
+def test_pen_ink_is_not_tissue(data_dir: Path, name: str, mpp: float | None, ink: str) -> None:
+    rgb, mask_mpp = working(data_dir / name, mpp)
+    clean = detect_tissue_image(rgb, mask_mpp).mask
     h, w = rgb.shape[:2]
-    rgb[h // 2 - 8 : h // 2 + 8, 20:120] = (30, 160, 60)  # green ink on glass and tissue
-    rgb[10:30, w - 60 : w - 10] = (20, 20, 25)  # black dirt on glass
-    mask = detect_tissue_image(rgb, 8.0).mask
-    assert not mask[10:30, w - 60 : w - 10].any()
-    kept = detect_tissue_image(rgb, 8.0, TissueConfig(exclude_artefacts=False)).mask
-    assert kept[12:28, w - 58 : w - 12].all()  # corners are rounded by the opening
+    width = max(3, round(500 / mask_mpp))  # a 0.5-mm stroke across glass and tissue
+    stroke = np.zeros((h, w), np.uint8)
+    cv2.line(stroke, (w // 20, h // 8), (w - w // 20, h - h // 6), 1, width)
+    cv2.circle(stroke, (w // 8, h - h // 8), 2 * width, 1, width // 2)  # a ring on glass
+    inked = detect_tissue_image(paint(rgb, stroke, INKS[ink], mask_mpp), mask_mpp).mask
+    covered = feathered(stroke, mask_mpp) >= 0.5  # pixels at least half under ink
+    assert not inked[covered].any(), f"{ink} ink kept as tissue"
+    # away from the stroke (beyond its feathered edge, the ink margin and the
+    # closing's reach) the mask is the clean one
+    config = TissueConfig()
+    reach = round((config.ink_margin_um + config.closing_um) / mask_mpp) + width // 2 + 6
+    far = ndi.distance_transform_edt(stroke == 0) > reach
+    # (up to the threshold's response to the stroke's pale edge, where Otsu's split
+    # falls inside the clamp)
+    assert (inked[far] == clean[far]).mean() > 0.99
+
+
+def test_stains_are_not_taken_for_ink(data_dir: Path, cmu_svs: Path) -> None:
+    # haematoxylin (H&E and bluish IHC counterstain), eosin, dense DAB: nothing of the
+    # real images but the DICOM's blue pen mark reads as an artefact
+    from hsafast._native import core
+    from hsafast.tissue import PixelParams, artefact_mask
+
+    files = [
+        (cmu_svs, None),
+        (data_dir / "tcga-cr-7395-01a-01-ts1.svs", None),
+        (data_dir / "multiframe_camelyon_challenge_image.dcm", None),
+        (data_dir / "skimage_ihc.png", 0.5),
+        (data_dir / "stardist_histo.jpg", 0.5),
+        (data_dir / "paired/birl_mouse_lung_lesion/Izd2-29-041-w35_proSPC.jpg", BIRL_LUNG_MPP),
+        (data_dir / "paired/birl_rat_kidney/Rat-Kidney_PanCytokeratin.jpg", BIRL_KIDNEY_MPP),
+        (data_dir / "paired/birl_rat_kidney/Rat-Kidney_HE.jpg", BIRL_KIDNEY_MPP),
+    ]
+    config = TissueConfig()
+    for path, mpp in files:
+        rgb, mask_mpp = working(path, mpp)
+        background = tuple(int(v) for v in core.tissue_background(rgb, 1, 99.0, 0))
+        px = PixelParams.of(config, mask_mpp, rgb.shape[:2])
+        found = artefact_mask(rgb, background, config, px)  # type: ignore[arg-type]
+        assert found.mean() < 0.001, f"{path.name}: {found.mean():.4f} of the image"
+
+
+def test_real_pen_ink_and_coverslip_edges_are_not_tissue(data_dir: Path) -> None:
+    path = data_dir / "multi_frame_jpeg2000_camelyon_challenge_image.dcm"  # 29 um/px
+    mask = hsafast.detect_tissue(path).mask
+    plain = hsafast.detect_tissue(path, TissueConfig(exclude_artefacts=False)).mask
+    ink = np.s_[0:30, 160:260]  # the blue pen mark on the top coverslip edge
+    top = np.s_[8:22, 300:1600]  # the top edge of the coverslip
+    left = np.s_[20:240, 45:68]  # its left edge, above the tissue fragments beside it
+    for where, what in ((ink, "pen ink"), (top, "top coverslip edge"), (left, "left edge")):
+        assert plain[where].sum() > 100, f"{what}: the image changed?"
+        assert mask[where].sum() <= 0.05 * plain[where].sum(), what
+    truth = truth_mask("multi_frame_jpeg2000_camelyon_challenge_image")
+    labels, n = ndi.label(mask, structure=EIGHT)
+    # pieces wholly on glass (dust; the fat's septa left alone by the fat around them
+    # lie inside the drawn outline)
+    strays = sum(1 for i in range(1, n + 1) if not truth[labels == i].any())
+    plain_labels, plain_n = ndi.label(plain, structure=EIGHT)
+    plain_strays = sum(1 for i in range(1, plain_n + 1) if not truth[plain_labels == i].any())
+    assert strays < plain_strays // 2, (strays, plain_strays)
+
+
+@pytest.mark.parametrize("mpp", [4.0, 12.0])
+def test_specks_are_dropped_by_physical_area(data_dir: Path, mpp: float) -> None:
+    rgb = cv2.imread(str(data_dir / "paired/birl_rat_kidney/Rat-Kidney_HE.jpg"))[..., ::-1]
+    glass = np.ascontiguousarray(rgb[0:90, 0:360])  # the glass above the section
+    scale = BIRL_KIDNEY_MPP / mpp
+    field = cv2.resize(glass, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+    h, w = field.shape[:2]
+    spots = np.zeros((h, w), np.uint8)
+    cv2.rectangle(spots, (w * 4 // 5, 0), (w - 1, h - 1), 1, -1)  # tissue at the right
+    config = TissueConfig()
+    specks = {}  # diameter (um) -> centre; areas 0.003 to 0.05 mm^2, far enough apart
+    for i, diameter in enumerate((60.0, 120.0, 200.0, 250.0)):  # for the closing not to join
+        centre = (round((0.08 + 0.18 * i) * w), h // 2)
+        cv2.circle(spots, centre, round(diameter / 2 / mpp), 1, -1)
+        specks[diameter] = centre
+    mask = detect_tissue_image(paint(field, spots, (150, 110, 160), mpp), mpp, config).mask
+    for diameter, (x, y) in specks.items():
+        area = math.pi * (diameter / 2) ** 2 * 1e-6
+        assert mask[y, x] == (area >= config.min_area_mm2), f"{diameter}-um speck ({area:.3f} mm^2)"
+    assert mask[:, -5:].all()
+
+
+def test_pale_sparse_lung_at_10_um_per_pixel(data_dir: Path) -> None:
+    # the report: read at about 10 um/px, the mask of the pale pro-SPC section covered
+    # under half of the section, airway walls left out
+    path = data_dir / "paired/birl_mouse_lung_lesion/Izd2-29-041-w35_proSPC.jpg"
+    mask = hsafast.detect_tissue(hsafast.open_slide(path, mpp=10.0)).mask
+    truth = truth_mask("Izd2-29-041-w35_proSPC")
+    assert mask.shape == truth.shape
+    covered = (mask & truth).sum() / truth.sum()
+    # alveolar spaces wider than the 100-um closing (ten pixels, if these were 10 um)
+    # may stay open: the floor leaves a tenth of the section for them
+    assert covered > 0.9, covered
+    assert mask[175:250, 70:130][truth[175:250, 70:130]].mean() > 0.8  # bronchiole wall
 
 
 def test_geojson_polygons_rasterise_back_to_the_mask(tcga_svs: Path) -> None:
@@ -407,7 +340,7 @@ def test_png_outputs(tmp_path: Path, cmu_svs: Path) -> None:
     mask = hsafast.detect_tissue(cmu_svs)
     mask.to_png(tmp_path / "m.png")
     back = cv2.imread(str(tmp_path / "m.png"), cv2.IMREAD_UNCHANGED)
-    assert_same(back > 0, mask.mask, "mask PNG round trip")
+    assert np.array_equal(back > 0, mask.mask), "mask PNG round trip"
     mask.save_overlay(tmp_path / "o.png", max_side=200)
     overlay = cv2.imread(str(tmp_path / "o.png"))
     assert max(overlay.shape[:2]) <= 200 and overlay.std() > 10
@@ -422,15 +355,20 @@ def test_png_outputs(tmp_path: Path, cmu_svs: Path) -> None:
         {"max_side": 4},
         {"threshold": -0.1},
         {"min_threshold": 0.2, "max_threshold": 0.1},
+        {"glass_max_tint": -0.1},
+        {"black_od": 0},
+        {"ink_od": 3.0},
+        {"ink_min_area_mm2": float("nan")},
+        {"line_length_mm": -1},
         {"closing_um": -1},
         {"max_hole_mm2": -1},
         {"min_area_mm2": float("inf")},
         {"keep_largest": 0},
-        {"black_level": 300},
     ],
 )
-def test_config_validation(kwargs: dict) -> None:
-    with pytest.raises(InvalidParameterError, match="TissueConfig"):
+def test_config_validation_names_the_field(kwargs: dict) -> None:
+    field = next(iter(kwargs)) if len(kwargs) == 1 else "min_threshold"
+    with pytest.raises(InvalidParameterError, match=f"TissueConfig: {field}"):
         TissueConfig(**kwargs)
 
 
@@ -438,19 +376,5 @@ def test_bad_image_input_names_the_slide(tmp_path: Path) -> None:
     with pytest.raises(InvalidParameterError, match="some.svs"):
         detect_tissue_image(np.zeros((5, 5), dtype=np.uint8), slide_path=tmp_path / "some.svs")
     with pytest.raises(InvalidParameterError, match="some.svs"):
-        detect_tissue_image(random_rgb(), 0.001, TissueConfig(), slide_path="some.svs")
-
-
-def test_same_mask_with_any_thread_count(images: dict[str, np.ndarray]) -> None:
-    rgb = images["tcga"]
-    params = _native_params(TissueConfig(), 8.0)
-    before = core.get_num_threads()
-    try:
-        results = []
-        for threads in (1, 2, 3):
-            core.set_num_threads(threads)
-            results.append(np.asarray(core.tissue_mask(rgb, **params)[0]))
-    finally:
-        core.set_num_threads(before)
-    for threads, mask in zip((2, 3), results[1:], strict=True):
-        assert_same(mask, results[0], f"mask with {threads} threads vs 1")
+        rgb = RNG.integers(0, 256, size=(20, 30, 3), dtype=np.uint8)
+        detect_tissue_image(rgb, 0.001, TissueConfig(), slide_path="some.svs")

@@ -6,6 +6,7 @@ namespace py = pybind11;
 void init_info(py::module_& m);
 void init_tissue(py::module_& m);
 void init_stain(py::module_& m);
+void init_cells(py::module_& m);
 void init_pooling(py::module_& m);
 void init_io(py::module_& m);
 
@@ -14,6 +15,7 @@ PYBIND11_MODULE(_core, m) {
   init_info(m);
   init_tissue(m);
   init_stain(m);
+  init_cells(m);
   init_pooling(m);
   init_io(m);
 }

@@ -48,6 +48,13 @@ std::array<uint8_t, 3> to_background(const std::array<int, 3>& background) {
   return bg;
 }
 
+ht::MorphMethod to_method(const std::string& method) {
+  if (method == "auto") return ht::MorphMethod::kAuto;
+  if (method == "rows") return ht::MorphMethod::kRows;
+  if (method == "distance") return ht::MorphMethod::kDistance;
+  throw py::value_error("method must be 'auto', 'rows' or 'distance', got '" + method + "'");
+}
+
 }  // namespace
 
 void init_tissue(py::module_& m) {
@@ -72,59 +79,113 @@ void init_tissue(py::module_& m) {
 
   m.def(
       "tissue_od_histogram",
-      [](const py::array& image, std::array<int, 3> background, bool exclude_artefacts,
-         int black_level, int green_margin, int64_t stride) {
+      [](const py::array& image, std::array<int, 3> background, const py::object& skip,
+         int64_t stride) {
         auto rgb = require_rgb(image);
         const auto bg = to_background(background);
+        const uint8_t* skip_ptr = nullptr;
+        u8_array skip_arr;
+        if (!skip.is_none()) {
+          skip_arr = require_u8(py::cast<py::array>(skip), 2, "skip");
+          if (skip_arr.shape(0) != rgb.shape(0) || skip_arr.shape(1) != rgb.shape(1))
+            throw py::value_error("skip must have the image's height and width");
+          skip_ptr = skip_arr.data();
+        }
         std::array<int64_t, 256> hist{};
         {
           py::gil_scoped_release release;
-          hist = ht::od_histogram(rgb.data(), rgb.shape(0) * rgb.shape(1), bg, exclude_artefacts,
-                                  black_level, green_margin, stride);
+          hist = ht::od_histogram(rgb.data(), rgb.shape(0) * rgb.shape(1), bg, skip_ptr, stride);
         }
         py::array_t<int64_t> out(256);
         std::copy(hist.begin(), hist.end(), out.mutable_data());
         return out;
       },
-      py::arg("rgb"), py::arg("background"), py::arg("exclude_artefacts") = true,
-      py::arg("black_level") = 50, py::arg("green_margin") = 20, py::arg("stride") = 1,
-      "Histogram of the quantised OD over every stride-th pixel.");
+      py::arg("rgb"), py::arg("background"), py::arg("skip") = py::none(), py::arg("stride") = 1,
+      "Histogram of the quantised OD over every stride-th pixel, leaving out pixels where "
+      "skip (height x width, uint8 or bool) is set.");
 
   m.def(
       "tissue_od_threshold",
-      [](const py::array& image, std::array<int, 3> background, int t, bool exclude_artefacts,
-         int black_level, int green_margin) {
+      [](const py::array& image, std::array<int, 3> background, int t) {
         auto rgb = require_rgb(image);
         const auto bg = to_background(background);
         auto out = new_mask(rgb.shape(0), rgb.shape(1));
         {
           py::gil_scoped_release release;
-          ht::od_threshold(rgb.data(), rgb.shape(0) * rgb.shape(1), bg, t, exclude_artefacts,
-                           black_level, green_margin, out.mutable_data());
+          ht::od_threshold(rgb.data(), rgb.shape(0) * rgb.shape(1), bg, t, out.mutable_data());
         }
         return out;
       },
-      py::arg("rgb"), py::arg("background"), py::arg("t"), py::arg("exclude_artefacts") = true,
-      py::arg("black_level") = 50, py::arg("green_margin") = 20,
+      py::arg("rgb"), py::arg("background"), py::arg("t"),
       "Quantised OD > t as a 0/1 mask, straight from the RGB pixels.");
 
   m.def(
       "tissue_od_map",
-      [](const py::array& image, std::array<int, 3> background, bool exclude_artefacts,
-         int black_level, int green_margin) {
+      [](const py::array& image, std::array<int, 3> background) {
         auto rgb = require_rgb(image);
         const auto bg = to_background(background);
         auto out = new_mask(rgb.shape(0), rgb.shape(1));
         {
           py::gil_scoped_release release;
-          ht::od_map(rgb.data(), rgb.shape(0) * rgb.shape(1), bg, exclude_artefacts, black_level,
-                     green_margin, out.mutable_data());
+          ht::od_map(rgb.data(), rgb.shape(0) * rgb.shape(1), bg, out.mutable_data());
         }
         return out;
       },
-      py::arg("rgb"), py::arg("background"), py::arg("exclude_artefacts") = true,
-      py::arg("black_level") = 50, py::arg("green_margin") = 20,
+      py::arg("rgb"), py::arg("background"),
       "Quantised (x100) relative optical density of the most absorbing channel.");
+
+  m.def(
+      "tissue_artefacts",
+      [](const py::array& image, std::array<int, 3> background, double black_od, double ink_od) {
+        auto rgb = require_rgb(image);
+        const auto bg = to_background(background);
+        auto out = new_mask(rgb.shape(0), rgb.shape(1));
+        {
+          py::gil_scoped_release release;
+          ht::artefact_map(rgb.data(), rgb.shape(0) * rgb.shape(1), bg, black_od, ink_od,
+                           out.mutable_data());
+        }
+        return out;
+      },
+      py::arg("rgb"), py::arg("background"), py::arg("black_od"), py::arg("ink_od"),
+      "Per pixel: 0 stain or glass, 1 black, 2 blue ink, 3 green ink, 4 red ink, 5 pale ink.");
+
+  m.def(
+      "tissue_artefact_mask",
+      [](const py::array& image, std::array<int, 3> background, double black_od, double ink_od,
+         int64_t ink_min_area, int spray, int margin) {
+        auto rgb = require_rgb(image);
+        const auto bg = to_background(background);
+        auto out = new_mask(rgb.shape(0), rgb.shape(1));
+        int64_t found = 0;
+        {
+          py::gil_scoped_release release;
+          found = ht::artefact_mask(rgb.data(), rgb.shape(0), rgb.shape(1), bg, black_od, ink_od,
+                                    ink_min_area, spray, margin, out.mutable_data());
+        }
+        return py::make_tuple(out, found);
+      },
+      py::arg("rgb"), py::arg("background"), py::arg("black_od"), py::arg("ink_od"),
+      py::arg("ink_min_area"), py::arg("spray"), py::arg("margin"),
+      "Artefact pixels to take out (0/1): ink-coloured regions holding at least ink_min_area "
+      "dense ink pixels with the ink-coloured pixels within spray of them, and black regions of "
+      "at least ink_min_area pixels, widened by a disk of radius margin; and how many were "
+      "found before widening.");
+
+  m.def(
+      "squared_distance",
+      [](const py::array& mask, bool target) {
+        auto a = require_u8(mask, 2, "mask");
+        py::array_t<int32_t> out({a.shape(0), a.shape(1)});
+        {
+          py::gil_scoped_release release;
+          ht::squared_distance(a.data(), a.shape(0), a.shape(1), target, out.mutable_data());
+        }
+        return out;
+      },
+      py::arg("mask"), py::arg("target") = true,
+      "Exact squared Euclidean distance to the nearest pixel that is set (target=True) or "
+      "clear (target=False); 2**31 - 1 where there is none.");
 
   m.def(
       "tissue_histogram",
@@ -154,29 +215,31 @@ void init_tissue(py::module_& m) {
 
   m.def(
       "dilate_disk",
-      [](const py::array& mask, int radius) {
+      [](const py::array& mask, int radius, const std::string& method) {
         auto a = require_u8(mask, 2, "mask");
+        const auto how = to_method(method);
         auto out = new_mask(a.shape(0), a.shape(1));
         {
           py::gil_scoped_release release;
-          ht::dilate_disk(a.data(), a.shape(0), a.shape(1), radius, out.mutable_data());
+          ht::dilate_disk(a.data(), a.shape(0), a.shape(1), radius, out.mutable_data(), how);
         }
         return out;
       },
-      py::arg("mask"), py::arg("radius"), "Binary dilation with a disk (outside = background).");
+      py::arg("mask"), py::arg("radius"), py::arg("method") = "auto", "Binary dilation with a disk (outside = background); method: auto, rows or distance.");
 
   m.def(
       "erode_disk",
-      [](const py::array& mask, int radius) {
+      [](const py::array& mask, int radius, const std::string& method) {
         auto a = require_u8(mask, 2, "mask");
+        const auto how = to_method(method);
         auto out = new_mask(a.shape(0), a.shape(1));
         {
           py::gil_scoped_release release;
-          ht::erode_disk(a.data(), a.shape(0), a.shape(1), radius, out.mutable_data());
+          ht::erode_disk(a.data(), a.shape(0), a.shape(1), radius, out.mutable_data(), how);
         }
         return out;
       },
-      py::arg("mask"), py::arg("radius"), "Binary erosion with a disk (outside = foreground).");
+      py::arg("mask"), py::arg("radius"), py::arg("method") = "auto", "Binary erosion with a disk (outside = foreground); method: auto, rows or distance.");
 
   m.def(
       "label",
@@ -190,10 +253,13 @@ void init_tissue(py::module_& m) {
         }
         py::array_t<int64_t> area(static_cast<py::ssize_t>(comps.area.size()));
         std::copy(comps.area.begin(), comps.area.end(), area.mutable_data());
-        return py::make_tuple(labels, area);
+        py::array_t<int64_t> boxes({static_cast<py::ssize_t>(comps.area.size()), py::ssize_t{4}});
+        std::copy(comps.box.begin(), comps.box.end(), boxes.mutable_data());
+        return py::make_tuple(labels, area, boxes);
       },
       py::arg("mask"), py::arg("connectivity") = 8,
-      "Connected components: (labels int32 in raster order, area per label).");
+      "Connected components: (labels int32 in raster order, area per label, box per label as "
+      "x0, y0, x1, y1 with exclusive ends).");
 
   m.def(
       "fill_holes",
@@ -211,19 +277,41 @@ void init_tissue(py::module_& m) {
 
   m.def(
       "filter_components",
-      [](const py::array& mask, int64_t min_area, int64_t keep_largest) {
+      [](const py::array& mask, int64_t min_area, int64_t keep_largest, double thin_width,
+         int64_t thin_length) {
         auto a = require_u8(mask, 2, "mask");
         auto out = new_mask(a.shape(0), a.shape(1));
         int64_t kept = 0;
         {
           py::gil_scoped_release release;
           kept = ht::filter_components(a.data(), a.shape(0), a.shape(1), min_area, keep_largest,
-                                       out.mutable_data());
+                                       out.mutable_data(), thin_width, thin_length);
         }
         return py::make_tuple(out, kept);
       },
       py::arg("mask"), py::arg("min_area") = 0, py::arg("keep_largest") = 0,
-      "Drop 8-connected components below min_area pixels; keep the largest k (0: all).");
+      py::arg("thin_width") = 0.0, py::arg("thin_length") = 0,
+      "Drop 8-connected components below min_area pixels, and (thin_length > 0) those at "
+      "least thin_length long and on average at most thin_width wide; keep the largest k "
+      "(0: all).");
+
+  m.def(
+      "straight_lines",
+      [](const py::array& mask, int half_width, int64_t length) {
+        auto a = require_u8(mask, 2, "mask");
+        if (half_width < 1) throw py::value_error("half_width must be >= 1");
+        auto out = new_mask(a.shape(0), a.shape(1));
+        int64_t found = 0;
+        {
+          py::gil_scoped_release release;
+          found = ht::straight_lines(a.data(), a.shape(0), a.shape(1), half_width, length,
+                                     out.mutable_data());
+        }
+        return py::make_tuple(out, found);
+      },
+      py::arg("mask"), py::arg("half_width"), py::arg("length"),
+      "Pixels of straight runs along rows or columns, at least length long, with glass "
+      "2r+1 to 3r+2 pixels away on both sides (coverslip and slide edges); and how many.");
 
   m.def(
       "integral_image",
@@ -257,42 +345,4 @@ void init_tissue(py::module_& m) {
       },
       py::arg("mask"), py::arg("boxes"),
       "Exact fraction of each real-valued box (mask pixels) covered by the mask.");
-
-  m.def(
-      "tissue_mask",
-      [](const py::array& image, int threshold, int min_threshold, int max_threshold,
-         bool exclude_artefacts, int black_level, int green_margin, int closing_radius,
-         int opening_radius, int64_t max_hole_area, int64_t min_area, int64_t keep_largest) {
-        auto rgb = require_rgb(image);
-        ht::Params p;
-        p.threshold = threshold;
-        p.min_threshold = min_threshold;
-        p.max_threshold = max_threshold;
-        p.exclude_artefacts = exclude_artefacts;
-        p.black_level = black_level;
-        p.green_margin = green_margin;
-        p.closing_radius = closing_radius;
-        p.opening_radius = opening_radius;
-        p.max_hole_area = max_hole_area;
-        p.min_area = min_area;
-        p.keep_largest = keep_largest;
-        auto out = new_mask(rgb.shape(0), rgb.shape(1));
-        ht::Result res;
-        {
-          py::gil_scoped_release release;
-          res = ht::tissue_mask(rgb.data(), rgb.shape(0), rgb.shape(1), p, out.mutable_data());
-        }
-        py::dict info;
-        info["background"] = py::make_tuple(res.background[0], res.background[1], res.background[2]);
-        info["otsu"] = res.otsu;
-        info["threshold"] = res.threshold;
-        info["components"] = res.components;
-        return py::make_tuple(out, info);
-      },
-      py::arg("rgb"), py::arg("threshold") = -1, py::arg("min_threshold") = 3,
-      py::arg("max_threshold") = 6, py::arg("exclude_artefacts") = true,
-      py::arg("black_level") = 50, py::arg("green_margin") = 20, py::arg("closing_radius") = 3,
-      py::arg("opening_radius") = 1, py::arg("max_hole_area") = -1, py::arg("min_area") = 0,
-      py::arg("keep_largest") = 0,
-      "Tissue mask of an RGB image (thresholds in OD x 100, sizes in pixels) and its stats.");
 }

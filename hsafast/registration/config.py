@@ -19,9 +19,11 @@ class RegistrationConfig:
     flips: bool = True
     """Also try the mirrored section (a section mounted upside down)."""
     candidates: int = 32
-    """Distinct (angle, flip) candidates of the coarse search refined and compared."""
+    """Distinct (angle, flip) candidates of the coarse search refined and compared (the true
+    angle ranked 14th at worst on the pairs tried; see docs/registration.md)."""
     min_candidate_overlap: float = 0.5
-    """Share of the smaller section that a candidate must lay on tissue of the other."""
+    """Share of the smaller section that a candidate must lay on tissue of the other: a
+    majority, so that a candidate ranked on the structure of a sliver of overlap loses."""
     edge_sigma: float = 1.0
     """Blur before the gradient magnitude that the affine refinement aligns."""
     ecc_levels: tuple[int, ...] = (8, 4, 2)
@@ -43,28 +45,46 @@ class RegistrationConfig:
     """Gaussian regularisation of the displacement field (tissue-weighted)."""
     field_significance: float = 2.0
     """The field is kept only when it raises the correlation of the verdict (edge images,
-    ``quality_sigma``) by more than this many standard errors (Fisher z)."""
+    ``quality_sigma``) by more than this many standard errors of the difference of two
+    dependent correlations (``quality.field_test``). Origin: the usual significance level
+    (one-sided p = 0.023), not fitted; on the calibration pairs (``python -m bench
+    calibrate register``) every field that hurt scored below 0."""
     field_step: int = 4
     """The stored field is this many times coarser than the working images."""
     min_tissue_fraction: float = 0.002
-    """A slide with less tissue than this fraction of its area counts as empty."""
+    """A slide with less tissue than this fraction of its area counts as empty. Origin: the
+    rotation search's 128-px image then holds about 30 tissue pixels, too few to place a
+    section."""
     max_mpp_ratio: float = 4.0
-    """Pixel sizes differing by more than this factor are refused."""
+    """Pixel sizes differing by more than this factor are refused. Origin: consecutive
+    sections are scanned at 20x or 40x (a factor of 2); 4 leaves room for one scan at 10x,
+    beyond that the recorded pixel size is more likely wrong."""
     max_area_ratio: float = 3.0
-    """Tissue areas (in square micrometres) differing by more are not one pair."""
+    """Tissue areas (in square micrometres) differing by more are not one pair. Origin: the
+    H&E coverage limit below (0.3) lets the IHC section lose up to 70 % of the tissue, an
+    area ratio of 3.3."""
     min_dice: float = 0.45
-    """Dice of the registered tissue masks below this fails the registration."""
+    """Dice of the registered tissue masks below this fails the registration. A safety net
+    for gross misfits only: the two coverage limits below already imply a Dice of at least
+    0.375 (their harmonic mean), calibration pairs start at 0.77 and non-pairs reach 0.88,
+    so the correlation (``min_ncc``) is what tells pairs from non-pairs."""
     quality_sigma: float = 4.0
     """Blur of the edge images whose correlation scores the result."""
     min_ncc: float = 0.2
     """Correlation of the registered edge images (where both sections have tissue) below
-    this fails the registration."""
+    this fails the registration. Origin: the highest correlation of the calibration set's
+    non-pairs that pass the Dice and coverage checks (``python -m bench calibrate
+    register``: simulated sections of other cases, real images against each other; none of
+    them used for accuracy figures), 0.193, rounded up to the next 0.05. Real pairs are
+    only checked against it."""
     min_coverage: float = 0.5
-    """Fraction of the IHC section's tissue that must land on H&E tissue (less: a control
-    piece or other extra tissue dominates the IHC mask)."""
+    """Fraction of the IHC section's tissue that must land on H&E tissue. Origin: a
+    majority; below it most of the IHC mask is something else (a control piece)."""
     min_he_coverage: float = 0.3
-    """Fraction of the H&E section's tissue that must land on IHC tissue; lower than
-    ``min_coverage`` because IHC sections lose pieces in antigen retrieval."""
+    """Fraction of the H&E section's tissue that must land on IHC tissue. Origin: a choice
+    that accepts IHC sections which lost up to 70 % of the tissue (antigen retrieval
+    detaches pieces); lower than ``min_coverage`` because loss is common and controls sit
+    on the IHC slide only."""
     extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -20,7 +20,7 @@ from hsafast.registration.nonrigid import estimate_field
 from hsafast.registration.quality import (
     assess,
     check_inputs,
-    correlation_gain,
+    field_test,
     overlap_similarity,
     warp_to_fixed,
 )
@@ -126,12 +126,16 @@ def register(
     verdict = assess(he, ihc, matrix, field, config)
     if field is not None:
         # the flow is fitted to the tissue/lumen images; the verdict's edge correlation
-        # checks it, and only a gain that noise alone rarely makes counts: where the true
-        # deformation is smaller than the flow's error (simulated pairs: 0.5 px against
-        # 1-2 px), the flow raises that correlation a little or not at all
-        gain = correlation_gain(affine_verdict, verdict)
-        details["field_gain"] = round(gain, 2)
-        if not gain > config.field_significance:
+        # checks it, and only a gain that noise alone rarely makes counts
+        test = field_test(he, ihc, matrix, field, config)
+        details["field_gain"] = round(test.gain, 2)
+        details["field_test"] = {
+            "r_affine": round(test.r_affine, 4),
+            "r_field": round(test.r_field, 4),
+            "r_between": round(test.r_between, 4),
+            "samples": round(test.samples, 1),
+        }
+        if not test.gain > config.field_significance:
             details["field_rejected"] = verdict.quality
             field, verdict = None, affine_verdict
     return finish(matrix, field, verdict.ok, verdict.reason, verdict.quality)

@@ -13,8 +13,8 @@ From it we derive three images, each for one stage:
   versus lumen), for the non-rigid stage, whose optical flow needs equal brightness on both
   sides.
 
-Until the shared tissue detector is used here, the tissue mask is a simple OD
-threshold with morphological clean-up.
+The tissue mask is the one detector's (``hsafast.tissue``) on the working image, so
+the tile grid and the registration's quality checks agree about what tissue is.
 """
 
 from __future__ import annotations
@@ -24,12 +24,13 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from hsafast.errors import NoTissueError
 from hsafast.slides.base import Slide
+from hsafast.tissue import TissueConfig, detect_tissue_image
 
-#: Total OD (natural log, summed over RGB) below which a pixel is glass.
+#: Total OD (natural log, summed over RGB) above which a pixel counts toward the
+#: tissue's OD quantiles in ``structure_image``.
 MIN_TISSUE_OD = 0.15
-#: Upper bound of the glass/tissue threshold, so pale counterstain stays tissue.
-MAX_TISSUE_THRESHOLD = 0.4
 
 
 @dataclass(frozen=True)
@@ -67,25 +68,18 @@ def optical_density(rgb: np.ndarray) -> np.ndarray:
     return np.maximum(od - background, 0.0).astype(np.float32)
 
 
-def tissue_mask(od: np.ndarray) -> np.ndarray:
-    """Tissue where the blurred OD exceeds an Otsu threshold found on log(OD).
+def tissue_mask(
+    rgb: np.ndarray, mpp: float | None = None, config: TissueConfig | None = None
+) -> np.ndarray:
+    """The shared detector's tissue mask of a working image (bool), all False when it
+    finds no tissue (the registration's input check then refuses the pair).
 
-    On the log scale glass (OD ~0.05) and pale tissue (OD ~0.4) are far apart
-    while dark stain does not pull the threshold up; the threshold is kept
-    within [MIN_TISSUE_OD, MAX_TISSUE_THRESHOLD].
+    ``mpp`` is the image's pixel size (None: pixel units, see ``detect_tissue_image``).
     """
-    smooth = cv2.GaussianBlur(od, (0, 0), 2.0)
-    logged = np.log(smooth + 0.02)
-    lo, hi = float(logged.min()), float(logged.max())
-    u8 = np.clip((logged - lo) / max(hi - lo, 1e-6) * 255.0, 0, 255).astype(np.uint8)
-    otsu, _ = cv2.threshold(u8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    threshold = float(np.exp(lo + otsu / 255.0 * (hi - lo)) - 0.02)
-    threshold = min(max(threshold, MIN_TISSUE_OD), MAX_TISSUE_THRESHOLD)
-    mask: np.ndarray = (smooth > threshold).astype(np.uint8)
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
-    mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, kernel)
-    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, kernel)
-    return mask.astype(bool)
+    try:
+        return detect_tissue_image(rgb, mpp, config).mask
+    except NoTissueError:
+        return np.zeros(rgb.shape[:2], dtype=bool)
 
 
 def edge_image(od: np.ndarray, sigma: float) -> np.ndarray:
@@ -111,12 +105,20 @@ def structure_image(od: np.ndarray, quantile: float = 0.3) -> np.ndarray:
     return (od > threshold).astype(np.float32)
 
 
-def section_from_rgb(rgb: np.ndarray, scale: tuple[float, float], mpp: float) -> Section:
-    od = optical_density(rgb)
-    return Section(rgb=rgb, od=od, tissue=tissue_mask(od), scale=scale, mpp=mpp)
+def section_from_rgb(
+    rgb: np.ndarray,
+    scale: tuple[float, float],
+    mpp: float,
+    tissue: TissueConfig | None = None,
+) -> Section:
+    """A working image with its stain-agnostic images; ``tissue`` configures the
+    detector (default: ``TissueConfig()``)."""
+    return Section(
+        rgb=rgb, od=optical_density(rgb), tissue=tissue_mask(rgb, mpp, tissue), scale=scale, mpp=mpp
+    )
 
 
-def load_section(slide: Slide, work_mpp: float) -> Section:
+def load_section(slide: Slide, work_mpp: float, tissue: TissueConfig | None = None) -> Section:
     """Read ``slide`` at ``work_mpp`` micrometres per pixel (from its best pyramid level)."""
     level = slide.best_level_for_downsample(work_mpp / slide.mpp)
     image = slide.read_level(level)
@@ -126,4 +128,4 @@ def load_section(slide: Slide, work_mpp: float) -> Section:
         image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
     w0, h0 = slide.dimensions
     scale = (w0 / image.shape[1], h0 / image.shape[0])
-    return section_from_rgb(image, scale, work_mpp)
+    return section_from_rgb(image, scale, work_mpp, tissue)

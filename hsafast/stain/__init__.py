@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from hsafast.stain.compartments import CellConfig, Cells, membranous_cells, nuclear_cells
+from hsafast.stain.compartments import (
+    CellConfig,
+    Cells,
+    detect_cells,
+    membranous_cells,
+    nuclear_cells,
+)
 from hsafast.stain.deconvolution import (
     STAT_NAMES,
     PixelThresholds,
@@ -12,14 +18,18 @@ from hsafast.stain.deconvolution import (
     pixel_stats,
     pixel_stats_reference,
 )
-from hsafast.stain.markers import BUILTIN, Marker, get_marker, load_markers
-from hsafast.stain.quantification import (
-    QuantifyConfig,
-    SlideLabel,
-    StainStats,
-    quantify,
-    slide_label,
+from hsafast.stain.labels import SlideLabel, slide_label
+from hsafast.stain.markers import (
+    BUILTIN,
+    CellCounts,
+    Marker,
+    MarkerReading,
+    get_marker,
+    load_markers,
 )
+from hsafast.stain.overlay import save_stain_overlay, stain_overlay
+from hsafast.stain.quantification import quantify
+from hsafast.stain.stats import CellTable, QuantifyConfig, StainStats
 from hsafast.stain.vectors import HED, StainMatrix, estimate_macenko
 
 __all__ = [
@@ -27,8 +37,11 @@ __all__ = [
     "HED",
     "STAT_NAMES",
     "CellConfig",
+    "CellCounts",
+    "CellTable",
     "Cells",
     "Marker",
+    "MarkerReading",
     "PixelThresholds",
     "QuantifyConfig",
     "SlideLabel",
@@ -36,6 +49,7 @@ __all__ = [
     "StainStats",
     "concentrations",
     "concentrations_reference",
+    "detect_cells",
     "estimate_macenko",
     "get_marker",
     "load_markers",
@@ -45,5 +59,7 @@ __all__ = [
     "pixel_stats",
     "pixel_stats_reference",
     "quantify",
+    "save_stain_overlay",
     "slide_label",
+    "stain_overlay",
 ]

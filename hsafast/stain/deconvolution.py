@@ -183,3 +183,26 @@ def pixel_stats_reference(
     out[:, 7] = np.where(tissue, np.maximum(hema, 0), 0).sum(axes, dtype=np.float64)
     out[:, 8] = np.where(tissue, resid, 0).sum(axes, dtype=np.float64)
     return out
+
+
+def eosin_share(tiles: np.ndarray, tissue_od: float = 0.15, step: int = 4) -> np.ndarray:
+    """Per tile, the share of tissue pixels with eosin's colour (an H&E tile reads 0.2-1,
+    hematoxylin-DAB none); every ``step``-th pixel of each row and column is looked at.
+
+    The colour test (:func:`~hsafast.stain.vectors.eosin_coloured`) uses no stain matrix,
+    so a slide's own hematoxylin and DAB, whatever their hue, never read as eosin; pixels
+    too faint for a reliable hue (summed OD under ``HUE_MIN_OD``) never count as eosin.
+    """
+    from hsafast.stain.vectors import HUE_MIN_OD, eosin_coloured
+
+    a = _rgb(tiles)
+    if a.ndim == 3:
+        a = a[None]
+    lut = od_lut()
+    sample = a[:, ::step, ::step]
+    red, green, blue = (lut[sample[..., c]] for c in range(3))  # one gather per channel
+    total = red + green + blue
+    tissue = total > tissue_od
+    pink = (total > HUE_MIN_OD) & eosin_coloured(red, green, blue)
+    n = tissue.sum(axis=(1, 2))
+    return np.divide(pink.sum(axis=(1, 2)), n, out=np.zeros(len(a)), where=n > 0)

@@ -17,12 +17,18 @@ Built-in conventions:
   default (St Gallen consensus, Goldhirsch et al., Ann Oncol 2013); the IKWG's
   5 % / 30 % bands (Nielsen et al., JNCI 2021) are one override away.
 * ``p53``: wild-type (heterogeneous), overexpression (strong nuclear staining in
-  at least 80 % of nuclei) or null (no stained nuclei, judged only where some
-  internal control stains); patterns as described by Köbel et al. (J Pathol
-  Clin Res 2016), 80 % being a common cut-off for overexpression;
-  "aberrant" groups overexpression and null.
+  at least 80 % of nuclei) or null (no stained tumour nuclei while the internal
+  control, stromal and immune nuclei, stains); patterns as described by Köbel et
+  al. (J Pathol Clin Res 2016), 80 % being a common cut-off for overexpression;
+  "aberrant" groups overexpression and null. A null pattern without a stained
+  internal control is not read: it looks the same as a stain that failed.
 * ``pdl1``: tumour proportion score (share of cells with any membranous
   staining) <1 %, 1-49 %, >=50 % (the 22C3 pharmDx bands of KEYNOTE-024 and -042).
+
+The rules live here (:meth:`Marker.read`); :func:`hsafast.stain.slide_label` pools
+a slide's counts, checks that the image can be scored at all and hands the counts
+to the marker. Class edges are compared on the counts themselves, so a TPS of
+489 / 1000 is 1-49 % and 500 / 1000 is >= 50 %, with no rounding in between.
 """
 
 from __future__ import annotations
@@ -41,6 +47,47 @@ Rule = Literal["cutoffs", "p53"]
 COMPARTMENTS = ("nuclear", "membranous", "cytoplasmic")
 RULES = ("cutoffs", "p53")
 BINARY = ("low", "intermediate/high")
+
+
+@dataclass(frozen=True)
+class CellCounts:
+    """What a marker rule reads: a slide's cells pooled over its included tiles."""
+
+    scored: int
+    """Cells a clinical score counts (tumour-like; every cell where no tumour rule applies)."""
+    graded: tuple[int, int, int]
+    """Scored cells at DAB grade >= 1+, >= 2+ and >= 3+."""
+    others: int = 0
+    """Cells not scored (stromal and immune cells): the internal control of p53."""
+    others_positive: int = 0
+    """Of ``others``, those at DAB grade >= 1+."""
+
+    def __post_init__(self) -> None:
+        values = (self.scored, *self.graded, self.others, self.others_positive)
+        if len(self.graded) != 3 or any(int(v) != v or v < 0 for v in values):
+            raise ConfigError(f"cell counts are non-negative integers, got {values}")
+        if not self.scored >= self.graded[0] >= self.graded[1] >= self.graded[2]:
+            raise ConfigError(f"graded counts must not exceed the scored cells, got {values}")
+        if self.others_positive > self.others:
+            raise ConfigError("others_positive cannot exceed others")
+
+
+@dataclass(frozen=True)
+class MarkerReading:
+    """A marker's reading of a slide: its class, or why there is none."""
+
+    label: str | None
+    score: float
+    """Positive share (cells, or tissue pixels for cytoplasmic markers), 0-1."""
+    reason: str = ""
+    """Why ``label`` is None ('' when there is a label)."""
+    flags: tuple[str, ...] = ()
+
+
+def at_least(count: float, total: float, fraction: float) -> bool:
+    """``count / total >= fraction`` on the counts, without the rounding of the division
+    (``7 / 700 >= 0.01`` is true)."""
+    return count >= fraction * total * (1.0 - 1e-12)
 
 
 @dataclass(frozen=True)
@@ -66,7 +113,12 @@ class Marker:
     overexpression_fraction: float = 0.8
     """``p53``: share of strongly stained nuclei for overexpression."""
     null_fraction: float = 0.01
-    """``p53``: at most this share of stained nuclei reads as null."""
+    """``p53``: at most this share of stained tumour nuclei reads as null (clinically none:
+    "complete absence"; 1 % leaves room for a stray false-positive nucleus)."""
+    min_control_fraction: float = 0.01
+    """``p53``: least share of the unscored (stromal, immune) nuclei that must stain for a
+    null reading: the internal control that shows the stain worked. Without it a null
+    pattern has no label."""
     min_cells: int = 50
     """Fewer cells on a slide and its label carries a "few cells" flag."""
     groupings: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
@@ -85,8 +137,47 @@ class Marker:
 
     def classify(self, score: float) -> str:
         """Class of a ``cutoffs`` marker for a score in [0, 1]."""
-        i = sum(1 for c in self.cutoffs if score >= c)
-        return self.classes[i]
+        return self.classes[sum(1 for c in self.cutoffs if at_least(score, 1.0, c))]
+
+    def read(self, counts: CellCounts) -> MarkerReading:
+        """The slide class of a nuclear or membranous marker from its pooled cell counts."""
+        n = counts.scored
+        if n == 0:
+            return MarkerReading(None, 0.0, "no cells: no cell to score on the included tiles")
+        positive = counts.graded[self.positive_grade - 1]
+        score = positive / n
+        if self.rule == "cutoffs":
+            label = self.classes[sum(1 for c in self.cutoffs if at_least(positive, n, c))]
+            return MarkerReading(label, score)
+        return self._read_p53(counts, score)
+
+    def read_pixels(self, tissue: float, positive_pixels: float) -> MarkerReading:
+        """The slide class of a cytoplasmic marker: the DAB-positive share of tissue pixels."""
+        if tissue <= 0:
+            return MarkerReading(None, 0.0, "no tissue: no tissue on the included tiles")
+        label = self.classes[sum(1 for c in self.cutoffs if at_least(positive_pixels, tissue, c))]
+        return MarkerReading(label, positive_pixels / tissue)
+
+    def _read_p53(self, counts: CellCounts, score: float) -> MarkerReading:
+        n = counts.scored
+        strong = counts.graded[self.strong_grade - 1]
+        stained = counts.graded[0]
+        if at_least(strong, n, self.overexpression_fraction):
+            return MarkerReading("overexpression", score)
+        if stained <= self.null_fraction * n * (1.0 + 1e-12):
+            control = counts.others_positive > 0 and at_least(
+                counts.others_positive, counts.others, self.min_control_fraction
+            )
+            if control:
+                return MarkerReading("null", score)
+            return MarkerReading(
+                None,
+                score,
+                f"null pattern ({stained} of {n} tumour nuclei stained) without a stained "
+                f"internal control ({counts.others_positive} of {counts.others} other nuclei): "
+                "cannot be told from a stain that failed",
+            )
+        return MarkerReading("wild-type", score)
 
 
 def _coerce(spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -146,7 +237,7 @@ def _validate(m: Marker, path: Path | None) -> None:
         v = getattr(m, key)
         if not isinstance(v, int) or isinstance(v, bool) or v not in (1, 2, 3):
             raise bad(key, "must be 1, 2 or 3")
-    for key in ("overexpression_fraction", "null_fraction"):
+    for key in ("overexpression_fraction", "null_fraction", "min_control_fraction"):
         v = getattr(m, key)
         if not isinstance(v, int | float) or isinstance(v, bool) or not 0 <= v <= 1:
             raise bad(key, "must be a fraction in [0, 1]")

@@ -5,6 +5,21 @@ effect + cell noise). ``m`` is what H&E shows: larger, darker, more irregular
 nuclei, prominent nucleoli, mitoses, more crowding. Expression is decided later
 (:mod:`hsafast.synth.markers`) from a second latent that is tied to ``m`` only as
 strongly as the cohort's ``predictability`` asks.
+
+Nucleus sizes are drawn wider than what the stain reader assumes of each cell type
+(``hsafast.stain.CellConfig``: carcinoma nuclei >= 38 um^2 and >= 4 um wide, small
+lymphocytes 27-29 um^2, spindle nuclei 2.7 um thick), so that its tumour-like rule
+meets the overlaps real tissue has:
+
+* carcinoma: a per-case size factor (x0.9-1.12 linear) on top of the grade effect and
+  per-cell pleomorphism: per-case median areas of about 40-70 um^2, 5-95 % ranges of
+  about 26-120 um^2 (published means of carcinoma nuclei in sections: 44, 48 and
+  72 um^2 for low, intermediate and high nuclear grade; Mod Pathol 2001;14:937);
+* immune cells: small lymphocytes with round nuclei 5-7 um across (20-38 um^2, mean
+  29; published in sections: 27-29 um^2, SD 2-3, Baek et al., Korean J Hematol 2010),
+  and 10 % larger mononuclear cells (activated lymphocytes, plasma cells, macrophages)
+  with paler oval nuclei 7-10 um long, which reach carcinoma sizes;
+* fibroblasts: spindles 10-20 um long and 2-5 um wide (plump, activated ones included).
 """
 
 from __future__ import annotations
@@ -162,7 +177,8 @@ def make_cells(
     group_effect = rng.normal(0, 1, n_groups)
     m_t = morphology + 0.45 * group_effect[tgroup] + 0.55 * rng.normal(0, 1, n_t)
     pleo = 0.08 + 0.05 * atypia * np.clip(1 + 0.5 * morphology, 0.3, 2.5)
-    size = np.exp(0.09 * m_t + rng.normal(0, pleo, n_t))
+    case_size = rng.uniform(0.9, 1.12)  # tumour types differ in nucleus size, whatever the grade
+    size = case_size * np.exp(0.09 * m_t + rng.normal(0, pleo, n_t))
     if layout.architecture == "glandular":
         ta, tb = 6.0 * s * size, 2.7 * s * size * rng.uniform(0.9, 1.25, n_t)
         cell_scale = np.full(n_t, 1.45)
@@ -198,8 +214,8 @@ def make_cells(
     stroma = Cells(
         x=sx,
         y=sy,
-        a=rng.uniform(5.5, 8.5, n_s) * s,
-        b=rng.uniform(1.3, 2.1, n_s) * s,
+        a=rng.uniform(5.0, 10.0, n_s) * s,
+        b=rng.uniform(1.0, 2.5, n_s) * s,
         angle=layout.sample(layout.orientation, sx, sy) + rng.normal(0, 0.2, n_s),
         kind=np.full(n_s, STROMA, np.int8),
         group=np.full(n_s, -1, np.int32),
@@ -215,16 +231,17 @@ def make_cells(
     keep = ~inside_glands(glands, ix, iy, pad=0.98)
     ix, iy = ix[keep], iy[keep]
     n_i = len(ix)
-    r = rng.uniform(2.8, 3.5, n_i) * s
+    large = rng.random(n_i) < 0.10  # activated lymphocytes, plasma cells, macrophages
+    r = np.where(large, rng.uniform(3.5, 5.0, n_i), rng.uniform(2.5, 3.5, n_i)) * s
     immune = Cells(
         x=ix,
         y=iy,
         a=r,
-        b=r * rng.uniform(0.85, 1.0, n_i),
+        b=r * np.where(large, rng.uniform(0.7, 0.95, n_i), rng.uniform(0.85, 1.0, n_i)),
         angle=rng.uniform(0, np.pi, n_i),
         kind=np.full(n_i, IMMUNE, np.int8),
         group=np.full(n_i, -1, np.int32),
-        darkness=rng.uniform(1.05, 1.25, n_i),
+        darkness=np.where(large, rng.uniform(0.75, 1.0, n_i), rng.uniform(1.05, 1.25, n_i)),
         irregularity=np.full(n_i, 0.04),
         nucleolus=np.zeros(n_i, bool),
         mitosis=np.zeros(n_i, bool),

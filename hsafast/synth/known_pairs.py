@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from hsafast.registration.representation import optical_density, tissue_mask
+from hsafast.registration.representation import tissue_mask
 from hsafast.registration.transform import Registration
 
 
@@ -121,7 +121,7 @@ def make_known_pair(
 
 def tissue_points(rgb: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
     """``count`` random (x, y) pixel positions on tissue, for measuring errors."""
-    ys, xs = np.nonzero(tissue_mask(optical_density(rgb)))
+    ys, xs = np.nonzero(tissue_mask(rgb))
     pick = rng.choice(len(xs), size=min(count, len(xs)), replace=False)
     return np.column_stack([xs[pick], ys[pick]]).astype(np.float64)
 

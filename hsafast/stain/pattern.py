@@ -1,0 +1,88 @@
+"""Is the DAB of a tile nuclear? Unstained nuclei inside DAB rings say it is not.
+
+A nuclear stain (Ki-67, P53) puts DAB on nuclei: a stained nucleus is a DAB peak,
+and an unstained one sits among unstained cytoplasm, so a nucleus whose centre is
+free of DAB while a ring of DAB surrounds it is rare (it takes stained neighbours
+on every side). A cytoplasmic or membranous stain does the opposite: nearly every
+stained cell is such a hole, its nucleus (hematoxylin) ringed by DAB. Counting the
+holes against the stained nuclei of the nuclear reading tells the two apart, so
+that a cytoplasmic stain scored as Ki-67 is flagged instead of reading 99 %.
+
+Nuclei are found on hematoxylin with the membranous cell detector, which also says
+whether DAB covers enough of the ring around each nucleus; the hole test then
+compares the DAB at the nucleus centre with the mean DAB of that ring.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from functools import lru_cache
+
+import numpy as np
+
+from hsafast.stain.compartments import CellConfig, detect_cells
+from hsafast.stain.deconvolution import concentrations
+from hsafast.stain.markers import Marker
+from hsafast.stain.vectors import StainMatrix
+
+#: A hole's centre holds less than this share of its ring's mean DAB.
+HOLE_CONTRAST = 0.8
+#: The ring, in nucleus radii from the centre: just outside the nucleus, through the cytoplasm.
+RING = (1.2, 2.0)
+
+
+@lru_cache(maxsize=8)
+def _probe(thresholds: tuple[float, float, float]) -> Marker:
+    """A membranous marker with the measured marker's DAB grades: nuclei on hematoxylin
+    and the DAB ring around each."""
+    return Marker(
+        "nuclear-pattern probe",
+        "membranous",
+        ("negative", "positive"),
+        {"negative": "low", "positive": "intermediate/high"},
+        cutoffs=(0.5,),
+        dab_thresholds=thresholds,
+    )
+
+
+def dab_holes(
+    tile: np.ndarray,
+    matrix: StainMatrix,
+    mpp: float,
+    marker: Marker,
+    config: CellConfig,
+) -> tuple[int, int]:
+    """(nuclei found on hematoxylin, those that are unstained holes in a DAB ring)."""
+    import cv2
+
+    every_cell = replace(
+        config,
+        tumour_min_area_um2=0.0,
+        tumour_min_width_um=0.0,
+        tumour_min_fill=0.0,
+        tumour_min_neighbours=0,
+    )
+    cells = detect_cells(tile, matrix, mpp, _probe(marker.dab_thresholds), every_cell)[0]
+    ringed = cells.grade >= 1
+    if not ringed.any():
+        return len(cells), 0
+    dab = concentrations(tile, matrix)[..., matrix.index("dab")].astype(np.float32)
+    r = config.nucleus_radius_um / mpp
+    centre = cv2.GaussianBlur(dab, (0, 0), max(0.25 * r, 0.5))
+    h, w = dab.shape
+    x = np.clip(np.rint(cells.xy[ringed, 0]).astype(np.intp), 0, w - 1)
+    y = np.clip(np.rint(cells.xy[ringed, 1]).astype(np.intp), 0, h - 1)
+    # the ring's mean DAB at each ringed nucleus only (pixels past the edge: the nearest one)
+    dy, dx = _annulus(RING[0] * r, RING[1] * r)
+    ring = dab[np.clip(y[:, None] + dy, 0, h - 1), np.clip(x[:, None] + dx, 0, w - 1)].mean(axis=1)
+    holes = centre[y, x] < HOLE_CONTRAST * ring
+    return len(cells), int(holes.sum())
+
+
+def _annulus(r0: float, r1: float) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column offsets of the pixels between radii ``r0`` and ``r1``."""
+    reach = int(np.ceil(r1))
+    yy, xx = np.mgrid[-reach : reach + 1, -reach : reach + 1]
+    d = np.hypot(xx, yy)
+    inside = (d >= r0) & (d <= r1)
+    return yy[inside], xx[inside]
