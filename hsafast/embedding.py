@@ -107,20 +107,19 @@ def embed_slide(
     from hsafast.features import FeatureFile
     from hsafast.reading import read_tiles
     from hsafast.slides import Slide, open_slide
-    from hsafast.tiling import TileGrid, tile_grid
-    from hsafast.tissue import detect_tissue
+    from hsafast.tiling import TileGrid, tissue_grid
 
     config = config or EmbedConfig()
     owned = not isinstance(slide, Slide)
     opened = open_slide(slide, mpp=slide_mpp) if not isinstance(slide, Slide) else slide
     try:
         if tiles is None:
-            grid = tile_grid(
+            grid = tissue_grid(
                 opened,
-                detect_tissue(opened, tissue),
                 mpp=config.target_mpp,
                 size=config.tile_size,
                 min_tissue=config.min_tissue,
+                tissue=tissue,
             )
             base = FeatureFile.from_grid(grid)
         elif isinstance(tiles, TileGrid):

@@ -17,6 +17,8 @@ import pytest
 from hsafast.cli import COMMANDS, build_parser, main
 from hsafast.cli.common import speak_cli
 from hsafast.cohort import path_id
+from hsafast.slides import open_slide
+from hsafast.tiling import tissue_grid
 
 
 def help_text(command: str, capsys: pytest.CaptureFixture[str]) -> str:
@@ -114,7 +116,10 @@ def test_force_slide_mpp_is_named_and_needs_a_value(
     summary = capsys.readouterr().out
     assert "pixel size forced to 0.25 um/px" in summary and "{" not in summary
     with h5py.File(out / f"{path_id(cmu_svs)}.h5") as f:
-        assert len(f["coords"]) == 14  # 0.25 um/px instead of the recorded 0.499
+        tiles = len(f["coords"])
+    with open_slide(cmu_svs) as recorded, open_slide(cmu_svs, mpp=0.25) as forced:
+        assert len(tissue_grid(recorded, mpp=0.5)) > tiles  # 0.25 um/px, not the recorded 0.499
+        assert len(tissue_grid(forced, mpp=0.5)) == tiles
 
 
 def test_executor_options_are_checked(

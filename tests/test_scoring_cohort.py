@@ -4,6 +4,7 @@ bytes on every executor, and the command line."""
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 
@@ -45,11 +46,17 @@ def cohort(tmp_path, cmu_svs):
 
 
 def output_bytes(folder):
-    return {
+    """Every output file's bytes; failures.csv without its time column (a retry is a new try)."""
+    files = {
         p.name: p.read_bytes()
         for p in sorted(folder.iterdir())
-        if p.is_file() and p.name != "journal.jsonl"
+        if p.is_file() and p.name not in ("journal.jsonl", "failures.csv")
     }
+    with open(folder / "failures.csv", newline="") as f:
+        files["failures.csv"] = [
+            {k: v for k, v in r.items() if k != "time"} for r in csv.DictReader(f)
+        ]
+    return files
 
 
 def test_cohort_outputs_failures_and_resume(scorer, cohort, tmp_path):

@@ -231,20 +231,18 @@ class Scorer:
     ) -> Iterator[Batch]:
         from hsafast.errors import NoTissueError
         from hsafast.slides import Slide
-        from hsafast.tiling import tile_grid
-        from hsafast.tissue import detect_tissue
+        from hsafast.tiling import tissue_grid
 
         t0 = time.perf_counter()
         owned = not isinstance(source, Slide)
         slide = self._open(source) if owned else source
         try:
-            mask = detect_tissue(slide, self.tissue)
-            grid = tile_grid(
+            grid = tissue_grid(
                 slide,
-                mask,
                 mpp=self.model.target_mpp,
                 size=self.model.tile_size,
                 min_tissue=self.options.min_tissue,
+                tissue=self.tissue,
             )
         except BaseException:
             if owned:

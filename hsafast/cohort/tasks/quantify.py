@@ -90,12 +90,11 @@ class QuantifyTask(Task):
     def run(self, item: WorkItem, ctx: ItemContext) -> None:
         from hsafast._fileio import atomic_write_text
         from hsafast.stain.quantification import quantify, slide_label
-        from hsafast.tiling import tile_grid
-        from hsafast.tissue import detect_tissue
+        from hsafast.tiling import tissue_grid
 
         marker = self.marker_for(item)
         with open_item_slide(item.path, self.pixel, ctx) as slide:
-            grid = tile_grid(slide, detect_tissue(slide), mpp=self.target_mpp, size=self.tile_size)
+            grid = tissue_grid(slide, mpp=self.target_mpp, size=self.tile_size)
             stats = quantify(slide, grid, marker)
         label = slide_label(stats, marker)
         _write_table(ctx.path("table"), stats, marker, self.format, str(item.path))

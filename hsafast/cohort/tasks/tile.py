@@ -77,19 +77,17 @@ class TileTask(Task):
     def run(self, item: WorkItem, ctx: ItemContext) -> None:
         from hsafast.errors import NoTissueError
         from hsafast.features import FeatureFile
-        from hsafast.tiling import tile_grid
-        from hsafast.tissue import detect_tissue
+        from hsafast.tiling import tissue_grid
 
         with open_item_slide(item.path, self.pixel, ctx) as slide:
-            mask = detect_tissue(slide, self.tissue)
-            grid = tile_grid(
+            grid = tissue_grid(
                 slide,
-                mask,
                 mpp=self.target_mpp if self.magnification is None else None,
                 size=self.tile_size,
                 overlap=self.overlap,
                 min_tissue=self.min_tissue,
                 magnification=self.magnification,
+                tissue=self.tissue,
             )
         if len(grid) == 0:
             raise NoTissueError(
