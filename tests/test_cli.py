@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import h5py
+import imageio.v3 as iio
 import pytest
 
 from hsafast.cli import COMMANDS, build_parser, main
@@ -160,6 +161,11 @@ def test_quantify_over_slides_and_a_manifest(
     label = json.loads((out / f"{item}.label.json").read_text())
     assert label["tile_grid"]["tiles"] == len(rows) and label["slide"] == str(ihc_png)
     assert main(args) == 0 and "1 already done" in capsys.readouterr().out
+    assert "reason" in label and (label["label"] is None) == (label["reason"] is not None)
+
+    assert main([*args, "--overlay", "--overwrite"]) == 0  # other parameters: redone
+    overlay = iio.imread(out / f"{item}.overlay.png")
+    assert overlay.ndim == 3 and overlay.shape[2] == 3 and overlay.std() > 5
 
     manifest = tmp_path / "cohort.csv"
     manifest.write_text(

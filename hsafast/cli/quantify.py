@@ -14,9 +14,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "per-tile DAB statistics and slide labels of IHC slides",
         "Per IHC slide: ID.stain.csv (or .stain.h5), one row per tissue tile with its\n"
         "level-0 x, y, and ID.label.json with the slide's class and binary label. From a\n"
-        "manifest, each case's IHC slide is read with the case's marker unless --marker.",
+        "manifest, each case's IHC slide is read with the case's marker unless --marker.\n"
+        "A slide that cannot be labelled (no DAB, mixed stains, a non-nuclear pattern, too\n"
+        "few cells) gets label null and the reason in its label.json.",
         """
 hsafast quantify ihc/ --marker ki67 --out stain/
+hsafast quantify ihc/ --marker p53 --out stain/ --overlay
 hsafast quantify cohort.csv --out stain/ --format h5 --workers 2
 hsafast quantify ihc/ --marker ttf1 --markers my_markers.toml --out stain/
 """,
@@ -31,6 +34,11 @@ hsafast quantify ihc/ --marker ttf1 --markers my_markers.toml --out stain/
     )
     common.add_tile_options(p)
     p.add_argument("--format", choices=("csv", "h5"), default="csv", help="per-tile table format")
+    p.add_argument(
+        "--overlay",
+        action="store_true",
+        help="also write ID.overlay.png: positive and negative nuclei drawn on the IHC",
+    )
     common.add_pixel_options(p)
     p.set_defaults(func=run)
 
@@ -46,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         target_mpp=args.target_mpp or 0.5,
         tile_size=args.tile_size,
         format=args.format,
+        overlay=args.overlay,
         pixel=common.pixel_size(args),
     )
     items = slide_items(args.inputs, recursive=args.recursive, stains=("ihc",))

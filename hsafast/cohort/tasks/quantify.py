@@ -40,6 +40,9 @@ class QuantifyTask(Task):
     """Tile side in pixels at ``target_mpp``."""
     format: str = "csv"
     """Per-tile table: ``csv`` or ``h5``."""
+    overlay: bool = False
+    """Also write ``ID.overlay.png``: positive and negative nuclei drawn on the IHC, to check
+    a reading by eye."""
     pixel: PixelSize = field(default_factory=PixelSize)
 
     def __post_init__(self) -> None:
@@ -78,6 +81,7 @@ class QuantifyTask(Task):
             "target_mpp": self.target_mpp,
             "tile_size": self.tile_size,
             "format": self.format,
+            "overlay": self.overlay,
             **self.pixel.params(),
         }
 
@@ -85,7 +89,10 @@ class QuantifyTask(Task):
         return self.pixel.fallbacks()
 
     def outputs(self, item: WorkItem) -> Mapping[str, str]:
-        return {"table": f"{item.id}.stain.{self.format}", "label": f"{item.id}.label.json"}
+        names = {"table": f"{item.id}.stain.{self.format}", "label": f"{item.id}.label.json"}
+        if self.overlay:
+            names["overlay"] = f"{item.id}.overlay.png"
+        return names
 
     def run(self, item: WorkItem, ctx: ItemContext) -> None:
         from hsafast._fileio import atomic_write_text
@@ -96,11 +103,15 @@ class QuantifyTask(Task):
         with open_item_slide(item.path, self.pixel, ctx) as slide:
             grid = tissue_grid(slide, mpp=self.target_mpp, size=self.tile_size)
             stats = quantify(slide, grid, marker)
+            if self.overlay:
+                from hsafast.stain.overlay import save_stain_overlay
+
+                save_stain_overlay(slide, stats, ctx.path("overlay"))
         label = slide_label(stats, marker)
         _write_table(ctx.path("table"), stats, marker, self.format, str(item.path))
         payload = {"slide": str(item.path), "tile_grid": _grid_info(grid), **label.to_dict()}
         atomic_write_text(ctx.path("label"), json.dumps(payload, indent=2) + "\n")
-        ctx.record(marker=marker.name, tiles=len(grid), label=label.label)
+        ctx.record(marker=marker.name, tiles=len(grid), label=label.label, reason=label.reason)
 
 
 def _write_table(path: Any, stats: Any, marker: Marker, fmt: str, slide: str) -> None:
