@@ -106,9 +106,11 @@ if TYPE_CHECKING:
         SlideError,
     )
     from hsafast.evaluation import EvaluationConfig, evaluate, patient_folds, write_report
+    from hsafast.features import FeatureFile, read_feature_file, write_feature_file
     from hsafast.info import build_info, installation_info
     from hsafast.manifest import Manifest, read_manifest
     from hsafast.pooling import GatedAttentionParams, PoolState, gated_attention_pool
+    from hsafast.reading import TileBatch, read_tiles
     from hsafast.registration import (
         Registration,
         RegistrationConfig,
