@@ -5,7 +5,8 @@
 #   bash bench/gpu_check.sh [OUT_DIR] [WHEEL_DIR]
 # WHEEL_DIR (optional) holds what a machine without internet lacks: openslide-python and
 # openslide-bin wheels, nvidia-nvimgcodec-cu13 and nvidia-nvjpeg wheels (GPU JPEG decoding for
-# the scorer), and libjpeg62-turbo(-dev) .deb files (the native reader's JPEG library). They are
+# the scorer), libjpeg62-turbo(-dev) .deb files (the native reader's JPEG library) and optionally
+# bench/out/synthetic_8000_s0.tif (python -m bench score --size 8000 makes it). They are
 # unpacked under /tmp, never into the system. Every step has its own time limit so one slow
 # step cannot take the others' time; the table at the end says which ran.
 set -uo pipefail
@@ -39,6 +40,11 @@ if [ -n "$wheels" ]; then
   export PYTHONPATH=/tmp/gpu_check/site${PYTHONPATH:+:$PYTHONPATH}
   jpeg=/tmp/gpu_check/jpeg/usr/lib/x86_64-linux-gnu
   export LD_LIBRARY_PATH=$jpeg${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  # the carried headers before any system ones: jconfig.h (the library version) sits in the
+  # multiarch folder, and a system copy of another version there breaks the build at run time
+  export CPATH=/tmp/gpu_check/jpeg/usr/include/x86_64-linux-gnu:/tmp/gpu_check/jpeg/usr/include
+  # a synthetic slide made beforehand (writing one needs imagecodecs, which may be missing)
+  cp "$wheels"/synthetic_*.tif bench/out/ 2>/dev/null || true
   jpeg_flags=(-Ccmake.define.JPEG_INCLUDE_DIR=/tmp/gpu_check/jpeg/usr/include
     -Ccmake.define.JPEG_LIBRARY=$jpeg/libjpeg.so)
 else
@@ -64,7 +70,7 @@ step bench_score 120 $py -m bench score --device cuda --size 8000 --slides 8 --r
 tail -12 "$out/bench_score.log" | tee -a "$summary"
 step bench_pool 60 $py -m bench pool --device cuda --repeats 20
 tail -8 "$out/bench_pool.log" | tee -a "$summary"
-step bench_embed 60 $py -m bench embed --device cuda --precision bf16 --repeats 3
+step bench_embed 60 $py -m bench embed --device cuda --precision bf16 --repeats 3 --size 8000
 tail -6 "$out/bench_embed.log" | tee -a "$summary"
 step bench_train 75 $py -m bench train --device cuda --steps 20
 tail -8 "$out/bench_train.log" | tee -a "$summary"

@@ -10,6 +10,7 @@ it, padding shorter batches, which removes the per-kernel launch cost of small e
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -66,7 +67,8 @@ class TorchEngine(Engine):
         net = spec.network.eval()
         self._dtype = getattr(torch, self.options.dtype) if self._cuda else torch.float32
         if self._cuda:
-            net = net.to(device=device, dtype=self._dtype)
+            # a copy: the spec's network stays a float32 CPU module for every other engine
+            net = copy.deepcopy(net).to(device=device, dtype=self._dtype)
             if self.options.channels_last:
                 net = net.to(memory_format=torch.channels_last)
             if self.options.compile:
