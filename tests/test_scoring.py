@@ -224,3 +224,14 @@ def test_result_json_round_trip(scorer, cmu_svs, tmp_path):
 
     with pytest.raises(ConfigError, match="not a slide result"):
         SlideResult.load(tmp_path / "bad.json")
+
+
+def test_rgb_jpeg_tiles_stay_on_the_cpu_reader(cmu_svs):
+    """Aperio's JPEG tiles hold RGB samples, which nvImageCodec decodes with wrong colours."""
+    from hsafast.scoring.gpu_decode import gpu_level
+    from hsafast.slides import open_slide
+    from hsafast.tiling import tile_grid
+
+    with open_slide(cmu_svs) as slide:
+        level, why = gpu_level(slide, tile_grid(slide, None, mpp=slide.mpp, size=256))
+    assert level is None and "RGB samples" in why

@@ -5,12 +5,14 @@ read size equals its tile size: a 20x scan scored at 0.5 um/px), each batch's fi
 are read with `os.pread` straight from the file, the level's JPEG tables are spliced into
 each tile's stream (tables without their EOI, then the tile without its SOI), and
 nvImageCodec decodes the batch on the GPU; regions are cut from the decoded tiles with
-device copies, and areas outside the level are white, as on the CPU path. Pixels match
-libjpeg-turbo's to within 1 grey level (measured on an H200: the IDCT and the chroma
-upsampling are implemented differently); the GPU test checks this against the CPU reader.
-Grids read at reduced scale (DCT-domain on the CPU) and other compressions stay on the CPU
-reader, since nvImageCodec has no reduced-scale decode and a full decode then a resize would
-not give the CPU path's pixels.
+device copies, and areas outside the level are white, as on the CPU path. The GPU test
+checks the pixels against the CPU reader (libjpeg-turbo), to within 1 grey level (the IDCT
+and the chroma upsampling are implemented differently). Only YCbCr JPEG tiles are decoded
+here: levels whose JPEG streams hold RGB samples (Aperio SVS) came out with wrong colours
+from nvImageCodec 0.9 on an H200, and stay on the CPU reader. Grids read at reduced scale
+(DCT-domain on the CPU) and other compressions stay on the CPU reader, since nvImageCodec
+has no reduced-scale decode and a full decode then a resize would not give the CPU path's
+pixels.
 """
 
 from __future__ import annotations
@@ -47,12 +49,17 @@ def gpu_level(slide: Any, grid: Any) -> tuple[Any, str]:
     if not (
         page.is_tiled
         and page.compression == 7  # JPEG
-        and page.photometric in (2, 6)  # RGB, YCbCr
         and page.samplesperpixel == 3
         and page.bitspersample == 8
         and page.planarconfig == 1
     ):
         return None, "the level is not 8-bit 3-channel JPEG tiles"
+    if page.photometric != 6:
+        # TIFF photometric RGB (Aperio SVS): JPEG streams of RGB samples. nvImageCodec 0.9
+        # decodes them with a colour transform (measured on an H200: up to 254 grey levels
+        # off, 43 on average, against libjpeg-turbo told there is none), so they stay on the
+        # CPU reader.
+        return None, "the level's JPEG tiles hold RGB samples (decoded right on the CPU only)"
     if grid.read_size != grid.size:
         return None, "the grid reads at reduced scale (decoded in the DCT domain on the CPU)"
     if not available():
@@ -141,13 +148,10 @@ class GpuTileReader:
                     level.path,
                 )
             streams.append(splice_tables(data, tables))
-        # TIFF photometric RGB: the JPEG holds RGB samples, no colour transform (as libjpeg
-        # is told on the CPU path); YCbCr: converted to RGB
-        spec = (
-            nvimgcodec.ColorSpec.UNCHANGED
-            if level.page.photometric == 2
-            else (nvimgcodec.ColorSpec.RGB)
-        )
+        # YCbCr JPEG tiles (gpu_level admits no others), converted to RGB; the enum is
+        # SRGB from nvImageCodec 0.9 on, RGB before
+        colors = nvimgcodec.ColorSpec
+        spec = getattr(colors, "SRGB", None) or colors.RGB
         params = nvimgcodec.DecodeParams(
             apply_exif_orientation=False, color_spec=spec, allow_any_depth=False
         )
