@@ -125,12 +125,14 @@ class Marker:
     tumour_min_area_um2: float = 0.0
     """Least nucleus area (um^2) of a scored cell for this marker, where it must be larger
     than ``CellConfig.tumour_min_area_um2`` (the larger of the two applies; 0: the cell
-    rule's own). ``p53``: 58 um^2, twice a small lymphocyte nucleus (29 um^2, the upper
-    published mean: Baek et al., Korean J Hematol 2010), the comparison pathologists make
-    for tumour nuclei: a null reading needs <= 1 % stained tumour nuclei, so the scored
-    cells must hold almost no immune or stromal cells (of which 1 % or more stain as
-    the internal control). Ki-67 and PD-L1 keep the lower limit: their scores need an
-    unbiased share, and a stained nucleus measures larger (``docs/stain.md``)."""
+    rule's own). ``p53`` and ``pdl1``: 58 um^2, twice a small lymphocyte nucleus (29 um^2,
+    the upper published mean: Baek et al., Korean J Hematol 2010), the comparison
+    pathologists make for tumour nuclei. Their lowest classes are readings of almost no
+    stained tumour cell (p53 null: <= 1 %; PD-L1 TPS < 1 %), so the scored cells must hold
+    almost no immune cells, which stain there (p53's internal control; PD-L1-positive
+    lymphocytes and macrophages, the known pitfall of the TPS). Ki-67 keeps the lower
+    limit: its index is a share near the middle, and a stricter size cut favours stained
+    nuclei, which measure larger (``docs/stain.md``)."""
     groupings: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     """Other named class groupings, e.g. ``aberrant`` for p53."""
     description: str = ""
@@ -291,6 +293,7 @@ BUILTIN: dict[str, Marker] = {
         classes=("<1%", "1-49%", ">=50%"),
         cutoffs=(0.01, 0.50),
         binary={"<1%": "low", "1-49%": _HIGH, ">=50%": _HIGH},
+        tumour_min_area_um2=58.0,
         description="PD-L1 tumour proportion score (cells with membranous staining)",
     ),
 }
