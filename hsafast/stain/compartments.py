@@ -20,9 +20,11 @@ against (``CellConfig(engine="python")``), and both compute the same thing:
 Clinical scores count tumour cells only (Ki-67 index, P53 pattern, PD-L1 TPS).
 Without a trained classifier, cells are called tumour-like from their nucleus,
 measured as its watershed basin cut at half height above the local background:
-large (>= 38 um^2, above small lymphocytes), wide (>= 4 um, above spindle nuclei
-seen edge-on), about elliptical (touching nuclei merged into one blob are not) and
-among other tumour-like nuclei; the sources of these limits are in
+large (>= 38 um^2, above small lymphocytes; a marker may ask for more, as p53 and
+PD-L1 do), wide (>= 4 um, above spindle nuclei seen edge-on), about elliptical
+(touching nuclei merged into one blob are not), and in a group of such nuclei: at
+least two within 25 um, and most of the nuclei within 20 um like them (a gland or a
+nest, not a large cell among lymphocytes); the sources of these limits are in
 :class:`CellConfig`. Setting the limits to zero scores every detected cell.
 """
 
