@@ -97,7 +97,7 @@ class CellConfig:
     nuclei around it are large (intraepithelial lymphocytes are a minority among
     carcinoma cells, a few % of them; Salgado et al., Ann Oncol 2015;26:259-71), while
     a large immune or stromal cell lies among small lymphocytes and spindles. 0.5 is
-    the plain majority, not a fitted figure (``python -m bench calibrate stain``
+    the plain majority, not a fitted figure (``python -m bench calibrate cells``
     prints the share it leaves of each cell type)."""
     tumour_group_um: float = 20.0
     """Radius of that group: the nuclei next to a cell and the next ring out (carcinoma

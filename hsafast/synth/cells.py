@@ -7,10 +7,9 @@ nuclei, prominent nucleoli, mitoses, more crowding. Expression is decided later
 strongly as the cohort's ``predictability`` asks.
 
 Nucleus sizes are drawn wider than what the stain reader assumes of each cell type
-(``hsafast.stain.CellConfig``: carcinoma nuclei >= 38 um^2, 58 for p53 and PD-L1, and
->= 4 um wide, small
-lymphocytes 27-29 um^2, spindle nuclei 2.7 um thick), so that its tumour-like rule
-meets the overlaps real tissue has:
+(``hsafast.stain.CellConfig``: carcinoma nuclei >= 38 um^2, 58 for p53 and PD-L1,
+and >= 4 um wide, small lymphocytes 27-29 um^2, spindle nuclei 2.7 um thick), so that
+its tumour-like rule meets the overlaps real tissue has:
 
 * carcinoma: a per-case size factor (x0.9-1.12 linear) on top of the grade effect and
   per-cell pleomorphism: per-case median areas of about 40-70 um^2, 5-95 % ranges of
