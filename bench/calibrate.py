@@ -17,6 +17,10 @@ use other seeds, and real images are only ever checked, never fitted):
 * the positive share's error against the truth as nuclei shrink to a few pixels
   -> ``min_nucleus_px``.
 
+``cells``: the share of each simulated cell type (tumour, immune, stromal) that the
+tumour-like rule scores, per marker, with and without its grouping tests
+(:func:`cells_calibration`).
+
 ``register``: see :func:`register_calibration`.
 """
 
@@ -164,13 +168,84 @@ def stain_calibration(quick: bool) -> Table:
     return table
 
 
+def cells_calibration(quick: bool) -> Table:
+    """What the tumour-like rule keeps of each simulated cell type (seed 1000 cohorts).
+
+    Every detected nucleus is matched (within 3 um) to the simulator's cell table; the
+    rows give, per marker and rule, the share of detected tumour, immune and stromal
+    nuclei the rule scores and how much of the scored set is tumour. The limits are
+    published sizes and plain geometry (``CellConfig``, ``Marker.tumour_min_area_um2``);
+    this shows what they do on slides no accuracy is reported on.
+    """
+    from dataclasses import replace
+
+    from scipy.spatial import cKDTree
+
+    from hsafast.reading import read_tiles
+    from hsafast.slides import open_slide
+    from hsafast.stain import CellConfig, QuantifyConfig, detect_cells, get_marker
+    from hsafast.stain.quantification import _slide_matrix
+    from hsafast.synth import load_truth, make_cohort
+    from hsafast.tiling import tissue_grid
+
+    default = CellConfig()
+    rules = {
+        "size and shape only": replace(default, tumour_min_neighbours=0, tumour_min_group_share=0),
+        "+ 2 neighbours (no group share)": replace(default, tumour_min_group_share=0),
+        "default (+ group share)": default,
+    }
+    columns = ["marker", "rule", "cases", "tumour kept", "immune kept", "stromal kept",
+               "scored that are tumour (median case)"]  # fmt: skip
+    table = Table("calibrate_cells", columns)
+    n_cases, size = (6, 2048) if quick else (24, 3072)
+    with tempfile.TemporaryDirectory() as tmp:
+        cohort = make_cohort(tmp, n_cases, slide_size=size, seed=SEED, workers=2)
+        found: dict[tuple[str, str], list[tuple[np.ndarray, np.ndarray]]] = {}
+        for case in cohort.cases:
+            truth = load_truth(cohort.out_dir, case.case_id)
+            present = truth.cells["in_ihc"].astype(int) == 1
+            txy = np.stack([truth.cells["ihc_x"], truth.cells["ihc_y"]], 1).astype(float)[present]
+            kind = np.asarray(truth.cells["type"])[present]
+            scored_for = get_marker(case.marker)
+            with open_slide(cohort.out_dir / case.ihc_path) as slide:
+                grid = tissue_grid(slide, mpp=slide.mpp, size=256, min_tissue=0.05)
+                matrix = _slide_matrix(slide, grid, QuantifyConfig())
+                batches = list(read_tiles(slide, grid, batch_size=32))
+                mpp = float(slide.mpp or 0.5)
+            for name, rule in rules.items():
+                xy, scored, k = [], [], 0
+                for batch in batches:
+                    for j, c in enumerate(detect_cells(batch.tiles, matrix, mpp, scored_for, rule)):
+                        xy.append(c.xy + grid.coords[k + j])
+                        scored.append(c.scored)
+                    k += len(batch.tiles)
+                pts = np.concatenate(xy)
+                dist, idx = cKDTree(txy).query(pts, distance_upper_bound=3.0 / mpp)
+                hit = np.isfinite(dist)
+                types = np.where(hit, kind[np.minimum(idx, len(kind) - 1)], "")
+                found.setdefault((case.marker, name), []).append((types, np.concatenate(scored)))
+    for (marker_name, name), cases in sorted(found.items()):
+        all_types = np.concatenate([t for t, _ in cases])
+        all_scored = np.concatenate([s for _, s in cases])
+
+        def kept(kind: str, t: np.ndarray = all_types, s: np.ndarray = all_scored) -> float:
+            return float(s[t == kind].mean()) if (t == kind).any() else float("nan")
+
+        purity = [float((s & (t == "tumour")).sum() / s.sum()) for t, s in cases if s.any()]
+        table.add(marker_name, name, len(cases), kept("tumour"), kept("immune"), kept("stroma"),
+                  float(np.median(purity)) if purity else float("nan"))  # fmt: skip
+    return table
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench calibrate")
-    parser.add_argument("what", choices=("stain", "register"))
+    parser.add_argument("what", choices=("stain", "cells", "register"))
     parser.add_argument("--quick", action="store_true", help="smaller training sets")
     args = parser.parse_args(argv)
     if args.what == "stain":
         table = stain_calibration(args.quick)
+    elif args.what == "cells":
+        table = cells_calibration(args.quick)
     else:
         table = register_calibration(args.quick)
     table.print()

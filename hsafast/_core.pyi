@@ -84,6 +84,8 @@ def cells_detect(
     min_fill: float,
     min_neighbours: int,
     neighbour_px: float,
+    min_group_share: float,
+    group_px: float,
     ring_px: float,
     ring_coverage: float,
     simd: str = "auto",

@@ -189,6 +189,9 @@ def test_load_toml_and_json(tmp_path: Path) -> None:
          "binary={a='low',b='intermediate/high'}\n", "cutoffs"),
         ("[markers.x]\ncompartment='nuclear'\nclasses=['a','b']\ncutoffs=[0.1]\n"
          "binary={a='low',b='medium'}\n", "binary"),
+        ("[markers.x]\ncompartment='nuclear'\nclasses=['a','b']\ncutoffs=[0.1]\n"
+         "binary={a='low',b='intermediate/high'}\ntumour_min_area_um2=-5\n",
+         "tumour_min_area_um2"),
         ("[markers.x\ncompartment='nuclear'\n", "malformed marker file"),
         ("[markers]\n[other]\n", "unknown top-level"),
     ],
@@ -211,3 +214,22 @@ def test_marker_is_a_dataclass_with_defaults() -> None:
     m = Marker("cd8", "membranous", ("lo", "hi"), {"lo": "low", "hi": "intermediate/high"},
                cutoffs=(0.05,))  # fmt: skip
     assert m.classify(0.0) == "lo" and m.classify(0.05) == "hi"
+
+
+def test_marker_nucleus_area_limit_applies_to_its_cells() -> None:
+    from hsafast.stain import HED, CellConfig, detect_cells
+    from hsafast.synth.ihc_tile import render_ihc_tile
+
+    assert get_marker("p53").tumour_min_area_um2 == 58 == get_marker("pdl1").tumour_min_area_um2
+    assert get_marker("ki67").tumour_min_area_um2 == 0
+    tile = render_ihc_tile(256, nucleus_radius_um=5.0, density=0.6, positive_fraction=0.3,
+                           seed=7).rgb  # fmt: skip
+    (ki67,) = detect_cells(tile, HED, 0.5, "ki67")
+    (p53,) = detect_cells(tile, HED, 0.5, "p53")
+    assert ki67.area_um2 is not None and p53.area_um2 is not None
+    assert (ki67.area_um2[ki67.scored] < 58).any()  # 10-um nuclei: some measure below
+    assert p53.scored.any() and (p53.area_um2[p53.scored] >= 58).all()
+    # a cell rule switched off stays off: every cell counts
+    every = CellConfig(tumour_min_area_um2=0, tumour_min_width_um=0, tumour_min_fill=0,
+                       tumour_min_neighbours=0, tumour_min_group_share=0)  # fmt: skip
+    assert detect_cells(tile, HED, 0.5, "p53", every)[0].scored.all()

@@ -142,6 +142,25 @@ def test_tumour_like_cells_by_size_and_grouping() -> None:
     assert nuclear_cells(hema, np.zeros_like(hema), MPP, THRESHOLDS, every).scored.all()
 
 
+def test_large_nuclei_among_lymphocytes_are_not_a_tumour_group() -> None:
+    from hsafast.stain import CellConfig
+
+    # a sheet of lymphocyte-sized nuclei (6 um, 10 um apart) with three large ones
+    # (12 x 7 um) 20-22 um from each other: each has two large neighbours within
+    # 25 um, but most nuclei around it are small
+    grid = [(20.0 + 20 * i, 20.0 + 20 * j) for j in range(10) for i in range(10)]
+    large = {(100.0, 100.0), (140.0, 100.0), (120.0, 140.0)}
+    small = [c for c in grid if c not in large]
+    hema = _blobs(sorted(large) + small, [(12, 7)] * 3 + [(6, 6)] * len(small), size=220)
+    cells = nuclear_cells(hema, np.zeros_like(hema), MPP, THRESHOLDS)
+    is_large = (cells.area_um2 >= 38) & (cells.width_um >= 4) & (cells.fill >= 0.85)
+    assert is_large.sum() == 3, cells.area_um2[cells.area_um2 > 30]
+    assert cells.tumour is not None and not cells.tumour.any()
+    # the neighbour count alone keeps them; the group share removes them
+    loose = CellConfig(tumour_min_group_share=0)
+    assert nuclear_cells(hema, np.zeros_like(hema), MPP, THRESHOLDS, loose).scored.sum() == 3
+
+
 def test_cell_config_rejects_bad_values() -> None:
     from hsafast.errors import InvalidParameterError
     from hsafast.stain import CellConfig
@@ -150,3 +169,7 @@ def test_cell_config_rejects_bad_values() -> None:
         CellConfig(tumour_min_area_um2=float("nan"))
     with pytest.raises(InvalidParameterError, match="neighbours"):
         CellConfig(tumour_min_neighbours=-1)
+    with pytest.raises(InvalidParameterError, match="tumour_min_group_share"):
+        CellConfig(tumour_min_group_share=1.5)
+    with pytest.raises(InvalidParameterError, match="tumour_group_um"):
+        CellConfig(tumour_group_um=0)

@@ -173,7 +173,8 @@ def test_p53_patterns_read_right_on_cells(
 ) -> None:  # fmt: skip
     stats, lab = _label(_p53_slide(tmp_path, name.replace(" ", "_"), tumour, immune), "p53")
     assert lab.label == label, lab
-    assert stats.cells[:, 0].sum() > 100 and stats.others is not None
+    # p53 scores nuclei of twice a lymphocyte's area and more: part of the 10-um ones
+    assert stats.cells[:, 0].sum() >= 50 and stats.others is not None
     assert stats.others[:, 0].sum() > 100  # the lymphocyte-sized nuclei are not scored
     if label is None:
         assert lab.reason  # no DAB at all: nothing shows the stain worked

@@ -1,5 +1,5 @@
 """Stain quantification against the simulator's ground truth: per-tile positive fractions
-of tumour cells and slide labels, on a small simulated cohort (2048 px slides) whose stain
+of tumour cells and slide labels, on a small simulated cohort (4096 px slides) whose stain
 hues and nucleus sizes are drawn wider than the reader assumes (docs/synth.md)."""
 
 from __future__ import annotations
@@ -10,12 +10,13 @@ import pytest
 from hsafast.synth import make_cohort
 from hsafast.synth.scoring import SimulatedCase, score_simulated_case, tile_agreement
 
-SIZE = 2048
+#: 2 mm sides: the tumour-like rule scores a sixth to a third of the tumour nuclei, and
+#: smaller slides leave some cases with a handful of scored cells or none.
+SIZE = 4096
 #: Per marker: largest mean absolute error of per-tile positive fractions, least Pearson r
-#: (None: the cohort's P53 tiles span too narrow a range of truth for r to mean much).
-#: Measured on this cohort: Ki-67 0.11 / 0.95, P53 0.15 / 0.23, PD-L1 0.10 / 0.89; the
-#: error comes from the cells scored as tumour-like, most of them stromal and immune
-#: cells on these small slides (docs/stain.md, "Validation on the simulator").
+#: (None: the cohort's P53 tiles are too few for r to mean much). Measured on this
+#: cohort: Ki-67 0.15 / 0.86 (33 tiles), P53 0.17 / 0.85 (5 tiles), PD-L1 0.09 / 0.93
+#: (20 tiles); all nine classes right (docs/stain.md, "Validation on the simulator").
 TOLERANCE = {"ki67": (0.2, 0.8), "p53": (0.25, None), "pdl1": (0.15, 0.75)}
 
 
@@ -62,8 +63,6 @@ def test_slide_labels_agree_where_not_borderline(scored: list[SimulatedCase]) ->
     assert len(clear) >= 4
     accuracy = np.mean([c.derived_binary == c.true_binary for c in clear])
     assert accuracy >= 0.75, [(c.case_id, c.true_class, c.derived_class) for c in clear]
-    # wild-type P53 and the Ki-67 and PD-L1 classes read right; a P53 null slide reads
-    # wild-type here: its stained internal-control cells are among the scored cells
+    # every class reads right, P53 patterns included
     for c in clear:
-        if c.marker != "p53" or c.true_class == "wild-type":
-            assert c.derived_class == c.true_class, c
+        assert c.derived_class == c.true_class, c

@@ -21,7 +21,7 @@ from hsafast.trainer.prepare import PreparedCase, cache_key, prepare_case
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     root = tmp_path_factory.mktemp("prepare_cohort")
-    return make_cohort(root, 2, markers=("ki67",), slide_size=2048, seed=1, workers=1)
+    return make_cohort(root, 2, markers=("ki67",), slide_size=3072, seed=1, workers=1)
 
 
 @pytest.fixture(scope="module")

@@ -25,8 +25,8 @@ py::tuple detect(const py::array& tiles, const F32& od_lut, const F32& inv, int 
                  int background_diameter, double mean_radius, double radius, double reach, float min_od,
                  float min_contrast, float mask_min, std::array<double, 3> thresholds, double mpp,
                  double min_area_um2, double min_width_um, double min_fill, int min_neighbours,
-                 double neighbour_px, double ring_px, double ring_coverage,
-                 const std::string& simd) {
+                 double neighbour_px, double min_group_share, double group_px, double ring_px,
+                 double ring_coverage, const std::string& simd) {
   if (!py::isinstance<py::array_t<uint8_t>>(tiles) || tiles.dtype().kind() != 'u' ||
       tiles.itemsize() != 1)
     throw py::type_error("cells_detect takes uint8 RGB tiles");
@@ -43,8 +43,11 @@ py::tuple detect(const py::array& tiles, const F32& od_lut, const F32& inv, int 
       background_diameter % 2 == 0)
     throw py::value_error("peak_window and background_diameter must be odd and positive");
   if (!(detect_sigma > 0 && shape_sigma > 0 && mean_radius >= 1 && mpp > 0 && neighbour_px > 0 &&
-        reach > 0 && reach < 4000))
-    throw py::value_error("sigmas, mean_radius, reach, mpp and neighbour_px must be positive");
+        group_px > 0 && reach > 0 && reach < 4000))
+    throw py::value_error(
+        "sigmas, mean_radius, reach, mpp, neighbour_px and group_px must be positive");
+  if (!(min_group_share >= 0 && min_group_share <= 1))
+    throw py::value_error("min_group_share must lie in [0, 1]");
   if (detect_sigma > 1000 || shape_sigma > 1000 || background_diameter > 4001 || peak_window > 4001)
     throw py::value_error("filter sizes above a few thousand pixels are not supported");
   cl::Params p;
@@ -71,6 +74,8 @@ py::tuple detect(const py::array& tiles, const F32& od_lut, const F32& inv, int 
   p.min_fill = min_fill;
   p.min_neighbours = min_neighbours;
   p.neighbour_px = neighbour_px;
+  p.min_group_share = min_group_share;
+  p.group_px = group_px;
   p.ring_px = ring_px;
   p.ring_coverage = ring_coverage;
   try {
@@ -176,7 +181,8 @@ void init_cells(py::module_& m) {
         py::arg("mean_radius"), py::arg("radius"), py::arg("reach"), py::arg("min_od"), py::arg("min_contrast"),
         py::arg("mask_min"), py::arg("thresholds"), py::arg("mpp"), py::arg("min_area_um2"),
         py::arg("min_width_um"), py::arg("min_fill"), py::arg("min_neighbours"),
-        py::arg("neighbour_px"), py::arg("ring_px"), py::arg("ring_coverage"),
+        py::arg("neighbour_px"), py::arg("min_group_share"), py::arg("group_px"),
+        py::arg("ring_px"), py::arg("ring_coverage"),
         py::arg("simd") = "auto",
         "Cells of N uint8 RGB tiles: (counts per tile, xy, dab, grade, area_um2, width_um, fill, "
         "tumour), the per-cell arrays concatenated over tiles.");

@@ -234,9 +234,10 @@ double mean_dab(const uint8_t* rgb, int64_t h, int64_t w, int64_t x, int64_t y,
   return sum / static_cast<double>(disk.size());
 }
 
-// Tumour-like: large, wide, elliptical, and among at least min_neighbours others
-// like it within neighbour_px (the neighbours counted among the cells passing
-// the size and shape tests).
+// Tumour-like: large, wide, elliptical, among at least min_neighbours others like
+// it within neighbour_px, and in a group where at least min_group_share of the nuclei
+// within group_px are like it (neighbours counted among the cells passing the size
+// and shape tests; the cell itself is not counted).
 void tumour_rule(std::vector<Cell>& cells, const Params& p) {
   std::vector<size_t> big;
   for (size_t i = 0; i < cells.size(); ++i) {
@@ -244,31 +245,39 @@ void tumour_rule(std::vector<Cell>& cells, const Params& p) {
     c.tumour = c.area_um2 >= p.min_area_um2 && c.width_um >= p.min_width_um && c.fill >= p.min_fill;
     if (c.tumour) big.push_back(i);
   }
-  if (p.min_neighbours <= 0 || big.empty()) return;
-  // Buckets of side neighbour_px, so each cell looks at its 3 x 3 buckets only.
-  const double r = p.neighbour_px, r2 = r * r;
+  const bool by_count = p.min_neighbours > 0, by_share = p.min_group_share > 0;
+  if (!(by_count || by_share) || big.empty()) return;
+  // Buckets of side r (the larger radius), so each cell looks at its 3 x 3 buckets only.
+  const double r_count = p.neighbour_px, r_share = p.group_px;
+  const double r = std::max(by_count ? r_count : 0.0, by_share ? r_share : 0.0);
   auto key = [&](double x, double y) {
     return std::make_pair(static_cast<int64_t>(std::floor(y / r)), static_cast<int64_t>(std::floor(x / r)));
   };
   std::vector<std::pair<std::pair<int64_t, int64_t>, size_t>> grid;
-  grid.reserve(big.size());
-  for (size_t i : big) grid.emplace_back(key(cells[i].x, cells[i].y), i);
+  grid.reserve(cells.size());
+  for (size_t i = 0; i < cells.size(); ++i) grid.emplace_back(key(cells[i].x, cells[i].y), i);
   std::sort(grid.begin(), grid.end());
   std::vector<bool> keep(cells.size(), false);
   for (size_t i : big) {
     const auto [gy, gx] = key(cells[i].x, cells[i].y);
-    int count = -1;  // the cell itself is within the radius
+    int like_near = 0, like_group = 0, all_group = 0;
     for (int64_t by = gy - 1; by <= gy + 1; ++by)
       for (int64_t bx = gx - 1; bx <= gx + 1; ++bx) {
         auto lo = std::lower_bound(grid.begin(), grid.end(),
                                    std::make_pair(std::make_pair(by, bx), size_t{0}));
         for (auto it = lo; it != grid.end() && it->first == std::make_pair(by, bx); ++it) {
-          const double dx = cells[it->second].x - cells[i].x;
-          const double dy = cells[it->second].y - cells[i].y;
-          count += dx * dx + dy * dy <= r2;
+          if (it->second == i) continue;
+          const Cell& o = cells[it->second];
+          const double dx = o.x - cells[i].x, dy = o.y - cells[i].y, d2 = dx * dx + dy * dy;
+          if (d2 <= r_share * r_share) {
+            ++all_group;
+            like_group += o.tumour;
+          }
+          like_near += o.tumour && d2 <= r_count * r_count;
         }
       }
-    keep[i] = count >= p.min_neighbours;
+    keep[i] = (!by_count || like_near >= p.min_neighbours) &&
+              (!by_share || static_cast<double>(like_group) >= p.min_group_share * all_group);
   }
   for (size_t i : big) cells[i].tumour = keep[i];
 }

@@ -43,6 +43,8 @@ struct Params {
   double min_area_um2 = 0, min_width_um = 0, min_fill = 0;
   int min_neighbours = 0;
   double neighbour_px = 50;
+  double min_group_share = 0;  // share of the nuclei within group_px that pass the size tests
+  double group_px = 40;
   // Membrane ring (membranous markers).
   double ring_px = 6;
   double ring_coverage = 0.4;

@@ -20,15 +20,17 @@ against (``CellConfig(engine="python")``), and both compute the same thing:
 Clinical scores count tumour cells only (Ki-67 index, P53 pattern, PD-L1 TPS).
 Without a trained classifier, cells are called tumour-like from their nucleus,
 measured as its watershed basin cut at half height above the local background:
-large (>= 38 um^2, above small lymphocytes), wide (>= 4 um, above spindle nuclei
-seen edge-on), about elliptical (touching nuclei merged into one blob are not) and
-among other tumour-like nuclei; the sources of these limits are in
+large (>= 38 um^2, above small lymphocytes; a marker may ask for more, as p53 and
+PD-L1 do), wide (>= 4 um, above spindle nuclei seen edge-on), about elliptical
+(touching nuclei merged into one blob are not), and in a group of such nuclei: at
+least two within 25 um, and most of the nuclei within 20 um like them (a gland or a
+nest, not a large cell among lymphocytes); the sources of these limits are in
 :class:`CellConfig`. Setting the limits to zero scores every detected cell.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -89,6 +91,17 @@ class CellConfig:
     more often an activated lymphocyte or a macrophage."""
     tumour_neighbour_um: float = 25.0
     """Radius of that neighbourhood: about two carcinoma cell diameters."""
+    tumour_min_group_share: float = 0.5
+    """Least share of the detected nuclei within ``tumour_group_um`` that pass the size
+    and shape tests too: a tumour cell lies in a gland or nest of its kind, so most
+    nuclei around it are large (intraepithelial lymphocytes are a minority among
+    carcinoma cells, a few % of them; Salgado et al., Ann Oncol 2015;26:259-71), while
+    a large immune or stromal cell lies among small lymphocytes and spindles. 0.5 is
+    the plain majority, not a fitted figure (``python -m bench calibrate cells``
+    prints the share it leaves of each cell type)."""
+    tumour_group_um: float = 20.0
+    """Radius of that group: the nuclei next to a cell and the next ring out (carcinoma
+    cells 10-15 um across; columnar nuclei of a gland 5-6 um apart)."""
     engine: Engine = "native"
     """Which implementation :func:`detect_cells` runs: ``native`` (the C++ kernel) or
     ``python`` (the NumPy/OpenCV/scikit-image reference it is tested against)."""
@@ -106,6 +119,10 @@ class CellConfig:
                 raise InvalidParameterError(f"{name} must be positive")
         if not self.tumour_neighbour_um > 0:
             raise InvalidParameterError("tumour_neighbour_um must be positive")
+        if not self.tumour_group_um > 0:
+            raise InvalidParameterError("tumour_group_um must be positive")
+        if not 0 <= self.tumour_min_group_share <= 1:
+            raise InvalidParameterError("tumour_min_group_share must lie in [0, 1]")
         if self.tumour_min_neighbours < 0:
             raise InvalidParameterError("tumour_min_neighbours must be zero or positive")
         for name in ("tumour_min_area_um2", "tumour_min_width_um", "tumour_min_fill"):
@@ -326,16 +343,25 @@ def _tumour_rule(
 ) -> np.ndarray:  # fmt: skip
     tumour = (area_um2 >= cfg.tumour_min_area_um2) & (width_um >= cfg.tumour_min_width_um)
     tumour &= fill >= cfg.tumour_min_fill
-    if cfg.tumour_min_neighbours > 0 and tumour.any():
-        # carcinoma grows in cohesive groups: a large nucleus alone among small
-        # ones is more likely an activated lymphocyte or a pair of touching ones
-        from scipy.spatial import cKDTree
+    by_count, by_share = cfg.tumour_min_neighbours > 0, cfg.tumour_min_group_share > 0
+    if not (by_count or by_share) or not tumour.any():
+        return tumour
+    # carcinoma grows in cohesive groups: a large nucleus alone among small ones is
+    # more likely an activated lymphocyte, a macrophage or a pair of touching nuclei
+    from scipy.spatial import cKDTree
 
-        big = xy[tumour]
-        counts = cKDTree(big).query_ball_point(
-            big, cfg.tumour_neighbour_um / mpp, return_length=True
-        )
-        tumour[np.flatnonzero(tumour)] = counts - 1 >= cfg.tumour_min_neighbours
+    big = xy[tumour]
+    keep = np.ones(len(big), bool)
+    like = cKDTree(big)
+    if by_count:
+        near = like.query_ball_point(big, cfg.tumour_neighbour_um / mpp, return_length=True)
+        keep &= near - 1 >= cfg.tumour_min_neighbours
+    if by_share:
+        radius = cfg.tumour_group_um / mpp
+        like_group = like.query_ball_point(big, radius, return_length=True) - 1
+        all_group = cKDTree(xy).query_ball_point(big, radius, return_length=True) - 1
+        keep &= like_group.astype(np.float64) >= cfg.tumour_min_group_share * all_group
+    tumour[np.flatnonzero(tumour)] = keep
     return tumour
 
 
@@ -445,6 +471,8 @@ def detect_cells(
 
     cfg = config or CellConfig()
     m = get_marker(marker)
+    if 0 < cfg.tumour_min_area_um2 < m.tumour_min_area_um2:  # the marker asks for larger nuclei
+        cfg = replace(cfg, tumour_min_area_um2=m.tumour_min_area_um2)
     if m.compartment not in ("nuclear", "membranous"):
         raise InvalidParameterError(
             f"marker {m.name!r} is {m.compartment}: it is scored on pixels, not cells"
@@ -507,6 +535,8 @@ def _detect_native(
         min_fill=cfg.tumour_min_fill,
         min_neighbours=cfg.tumour_min_neighbours,
         neighbour_px=cfg.tumour_neighbour_um / mpp,
+        min_group_share=cfg.tumour_min_group_share,
+        group_px=cfg.tumour_group_um / mpp,
         ring_px=cfg.ring_um / mpp,
         ring_coverage=cfg.ring_coverage,
         simd=cfg.simd,

@@ -34,6 +34,7 @@ to the marker. Class edges are compared on the counts themselves, so a TPS of
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -121,6 +122,17 @@ class Marker:
     pattern has no label."""
     min_cells: int = 50
     """Fewer cells on a slide and its label carries a "few cells" flag."""
+    tumour_min_area_um2: float = 0.0
+    """Least nucleus area (um^2) of a scored cell for this marker, where it must be larger
+    than ``CellConfig.tumour_min_area_um2`` (the larger of the two applies; 0: the cell
+    rule's own). ``p53`` and ``pdl1``: 58 um^2, twice a small lymphocyte nucleus (29 um^2,
+    the upper published mean: Baek et al., Korean J Hematol 2010), the comparison
+    pathologists make for tumour nuclei. Their lowest classes are readings of almost no
+    stained tumour cell (p53 null: <= 1 %; PD-L1 TPS < 1 %), so the scored cells must hold
+    almost no immune cells, which stain there (p53's internal control; PD-L1-positive
+    lymphocytes and macrophages, the known pitfall of the TPS). Ki-67 keeps the lower
+    limit: its index is a share near the middle, and a stricter size cut favours stained
+    nuclei, which measure larger (``docs/stain.md``)."""
     groupings: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     """Other named class groupings, e.g. ``aberrant`` for p53."""
     description: str = ""
@@ -243,6 +255,9 @@ def _validate(m: Marker, path: Path | None) -> None:
             raise bad(key, "must be a fraction in [0, 1]")
     if not isinstance(m.min_cells, int) or isinstance(m.min_cells, bool) or m.min_cells < 0:
         raise bad("min_cells", "must be a non-negative integer")
+    v = m.tumour_min_area_um2
+    if not isinstance(v, int | float) or isinstance(v, bool) or not (math.isfinite(v) and v >= 0):
+        raise bad("tumour_min_area_um2", "must be a non-negative area in um^2")
     if m.compartment == "cytoplasmic" and m.rule == "p53":
         raise bad("rule", "the p53 rule needs a nuclear compartment")
 
@@ -269,6 +284,7 @@ BUILTIN: dict[str, Marker] = {
         groupings={
             "aberrant": {"wild-type": "wild-type", "overexpression": "aberrant", "null": "aberrant"}
         },
+        tumour_min_area_um2=58.0,
         description="p53 pattern: wild-type, overexpression (>=80% strong) or null",
     ),
     "pdl1": Marker(
@@ -277,6 +293,7 @@ BUILTIN: dict[str, Marker] = {
         classes=("<1%", "1-49%", ">=50%"),
         cutoffs=(0.01, 0.50),
         binary={"<1%": "low", "1-49%": _HIGH, ">=50%": _HIGH},
+        tumour_min_area_um2=58.0,
         description="PD-L1 tumour proportion score (cells with membranous staining)",
     ),
 }

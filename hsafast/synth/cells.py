@@ -7,9 +7,9 @@ nuclei, prominent nucleoli, mitoses, more crowding. Expression is decided later
 strongly as the cohort's ``predictability`` asks.
 
 Nucleus sizes are drawn wider than what the stain reader assumes of each cell type
-(``hsafast.stain.CellConfig``: carcinoma nuclei >= 38 um^2 and >= 4 um wide, small
-lymphocytes 27-29 um^2, spindle nuclei 2.7 um thick), so that its tumour-like rule
-meets the overlaps real tissue has:
+(``hsafast.stain.CellConfig``: carcinoma nuclei >= 38 um^2, 58 for p53 and PD-L1,
+and >= 4 um wide, small lymphocytes 27-29 um^2, spindle nuclei 2.7 um thick), so that
+its tumour-like rule meets the overlaps real tissue has:
 
 * carcinoma: a per-case size factor (x0.9-1.12 linear) on top of the grade effect and
   per-cell pleomorphism: per-case median areas of about 40-70 um^2, 5-95 % ranges of
@@ -67,7 +67,7 @@ class Cells:
 
 
 def _ring_cells(
-    glands: np.ndarray, spacing: float, rng: np.random.Generator, rows: int
+    glands: np.ndarray, spacing: float, rng: np.random.Generator, rows: int, px_per_um: float
 ) -> tuple[np.ndarray, ...]:
     """Columnar epithelium: nuclei along each gland's wall, long axis pointing radially."""
     xs, ys, angles, groups = [], [], [], []
@@ -77,7 +77,12 @@ def _ring_cells(
             n = max(6, int(perimeter * (0.8 + 0.04 * row) / spacing))
             t = np.linspace(0, 2 * np.pi, n, endpoint=False) + rng.uniform(0, 2 * np.pi)
             t = t + rng.normal(0, 0.25 / n * 2 * np.pi, n)
-            depth = lumen + (1 - lumen) * (0.72 - 0.22 * row) + rng.normal(0, 0.03, n)
+            # stratified rows stand one nucleus length apart (12 um, at most 45 % of the
+            # epithelium): in a 4-um section nuclei of two rows overlap at their ends
+            # only, never as a continuous band of two stacked nuclei
+            thickness = (1 - lumen) * 0.5 * (a + b)
+            row_step = min(0.45, 12.0 * px_per_um / max(thickness, 1e-6))
+            depth = lumen + (1 - lumen) * (0.76 - row_step * row) + rng.normal(0, 0.03, n)
             ex, ey = a * np.cos(t) * depth, b * np.sin(t) * depth
             c, s = np.cos(rot), np.sin(rot)
             xs.append(cx + ex * c - ey * s)
@@ -168,7 +173,7 @@ def make_cells(
     crowd = float(np.exp(-0.07 * np.clip(morphology, -2.5, 2.5)))
     if layout.architecture == "glandular":
         rows = 2 if morphology > 0.8 else 1
-        tx, ty, tangle, tgroup = _ring_cells(glands, 6.0 * s * crowd, rng, rows)
+        tx, ty, tangle, tgroup = _ring_cells(glands, 6.0 * s * crowd, rng, rows, s)
     else:
         tx, ty, tgroup = _nest_cells(glands, 16.5 * s * crowd, rng)
         tangle = rng.uniform(0, np.pi, len(tx))

@@ -127,8 +127,13 @@ def make_layout(
     dist_front = cv2.distanceTransform(not_tumour, cv2.DIST_L2, 5) / um
     front = np.exp(-dist_front / 150.0) * (1 - tumour)
     aggregates = _quantile_mask(_smooth_noise(rng, (fh, fw), 60 * um), tissue & ~tumour, 0.03)
+    # Density 1 is one lymphocyte per 6.5-um grid cell (a packed sheet). Stromal TILs
+    # run from a few % to >= 50 % of the stromal area (lymphocyte-predominant), densest
+    # along the invasive front; intratumoural TILs are a fraction of the stromal ones
+    # (Salgado et al., Ann Oncol 2015;26:259-71), hence 0.1 inside the tumour (it was
+    # 0.25: as dense as the front band's edge).
     til_level = float(np.clip(0.35 * np.exp(0.55 * morphology), 0.05, 1.0))
-    immune = 0.04 + til_level * (0.6 * front + 0.25 * tumour) + 0.9 * aggregates
+    immune = 0.04 + til_level * (0.6 * front + 0.1 * tumour) + 0.9 * aggregates
     immune = np.clip(immune, 0, 1) * tissue * ~necrosis * ~fat
 
     orientation = (
