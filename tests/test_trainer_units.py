@@ -183,6 +183,17 @@ def test_config_defaults_follow_the_authors() -> None:
     assert config.folds == 5
 
 
+def test_demo_config_is_valid_and_takes_changes() -> None:
+    from hsafast.trainer import demo_config
+
+    cfg = demo_config("m.csv", "out")
+    assert cfg.folds == 2 and cfg.patch.stain_jitter > 0 and cfg.patch.optim.epochs == 8
+    changed = demo_config("m.csv", "out", folds=3, patch={"optim": {"epochs": 2}})
+    assert changed.folds == 3 and changed.patch.optim.epochs == 2
+    with pytest.raises(ConfigError, match="epochz"):
+        demo_config("m.csv", "out", patch={"optim": {"epochz": 2}})
+
+
 def test_load_config_resolves_paths_against_its_folder(tmp_path: Path) -> None:
     path = tmp_path / "run.toml"
     path.write_text(
