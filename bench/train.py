@@ -45,7 +45,7 @@ def _throughput(
     from hsafast.encoders.base import resize_tiles
     from hsafast.models import SlideModel
     from hsafast.trainer.config import EncoderConfig, PatchConfig, SlideConfig
-    from hsafast.trainer.data import TilePairs, apply_ops
+    from hsafast.trainer.data import TilePairs, apply_ops, stain_jitter
     from hsafast.trainer.distributed import Dist
     from hsafast.trainer.losses import info_nce, weighted_bce
     from hsafast.trainer.patch_mode import PatchObjective, build_encoder, patch_model_config
@@ -86,11 +86,14 @@ def _throughput(
         epoch = 0
         done = 0
         while done < count:
-            for b in pairs.epoch(epoch, batch, 0, Dist(), True):
+            for b in pairs.epoch(epoch, batch, 0, Dist(), True, PatchConfig().stain_jitter):
                 if dali is None:  # as the trainer: uint8 to the device, then transform
                     ops = b.ops.to(device)
-                    x_he = he_enc.preprocess(apply_ops(b.he.to(device), ops))
-                    x_ihc = he_enc.preprocess(apply_ops(b.ihc.to(device), ops))
+                    he, ihc = apply_ops(b.he.to(device), ops), apply_ops(b.ihc.to(device), ops)
+                    if b.jitter is not None:
+                        he = stain_jitter(he, b.jitter[:, 0])
+                        ihc = stain_jitter(ihc, b.jitter[:, 1])
+                    x_he, x_ihc = he_enc.preprocess(he), he_enc.preprocess(ihc)
                 else:
                     x_he, x_ihc = (
                         resize_tiles(x, he_enc.input_size).contiguous(
@@ -208,6 +211,22 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def _mean_morphology(truth: Any, coords: np.ndarray, size: int) -> np.ndarray:
+    """Per tile, the mean true morphological latent of its tumour cells (those in the IHC
+    section): everything H&E shows about their expression, known exactly. Its correlation
+    with the true positive fraction is the ceiling of any H&E-only predictor of the tile's
+    mean state (docs/synth.md: expression = p * morphology + an invisible part)."""
+    cells = truth.cells
+    tumour = (cells["type"] == "tumour") & cells["in_ihc"].astype(bool)
+    x, y, m = cells["he_x"][tumour], cells["he_y"][tumour], cells["morph_latent"][tumour]
+    out = np.full(len(coords), np.nan)
+    for k, (cx, cy) in enumerate(coords):
+        inside = (x >= cx) & (x < cx + size) & (y >= cy) & (y < cy + size)
+        if inside.any():
+            out[k] = m[inside].mean()
+    return out
+
+
 def _tile_correlation(run: Path, cohort: Path) -> dict[str, float]:
     from hsafast.synth import load_truth
 
@@ -215,12 +234,14 @@ def _tile_correlation(run: Path, cohort: Path) -> dict[str, float]:
     by_case: dict[str, list[dict[str, str]]] = {}
     for row in tiles:
         by_case.setdefault(row["case_id"], []).append(row)
-    pred, truth, stain, weight = [], [], [], []
+    pred, truth, stain, weight, visible = [], [], [], [], []
     for case_id, rows in by_case.items():
         coords = np.array([[int(r["x"]), int(r["y"])] for r in rows])
         size = int(rows[0]["size_level0"])
-        frac, n_tumour, *_ = load_truth(cohort, case_id).tile_counts(coords, size, space="he")
+        case_truth = load_truth(cohort, case_id)
+        frac, n_tumour, *_ = case_truth.tile_counts(coords, size, space="he")
         keep = n_tumour >= MIN_TRUE_CELLS
+        visible += list(_mean_morphology(case_truth, coords[keep], size))
         pred += [float(r["positivity"]) for r, k in zip(rows, keep, strict=True) if k]
         stain += [float(r["stain_target"]) for r, k in zip(rows, keep, strict=True) if k]
         weight += [float(r["target_weight"]) for r, k in zip(rows, keep, strict=True) if k]
@@ -230,6 +251,7 @@ def _tile_correlation(run: Path, cohort: Path) -> dict[str, float]:
     return {
         "tiles": float(len(true)),
         "r_predicted_vs_truth": float(np.corrcoef(predicted, true)[0, 1]),
+        "r_visible_state_vs_truth": float(np.corrcoef(visible, true)[0, 1]),
         "r_stain_target_vs_truth": float(np.corrcoef(targets[has_target], true[has_target])[0, 1]),
     }
 
@@ -325,6 +347,7 @@ def run_accuracy(args: argparse.Namespace) -> None:
         print(
             f"predictability {predictability:g}: patch-mode tile r vs truth "
             f"{t['r_predicted_vs_truth']:.3f} over {t['tiles']:.0f} held-out tiles "
+            f"(ceiling, the true visible state: {t['r_visible_state_vs_truth']:.3f}) "
             f"(stain targets vs truth: {t['r_stain_target_vs_truth']:.3f}); "
             f"train {t_train:.0f} s, simulate {t_sim:.0f} s"
         )

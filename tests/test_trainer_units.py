@@ -12,7 +12,14 @@ import torch
 
 from hsafast.errors import ConfigError
 from hsafast.trainer.config import OptimConfig, TrainConfig, config_from_mapping, load_config
-from hsafast.trainer.data import augment_pair, epoch_generator, global_batches, pad_bags
+from hsafast.trainer.data import (
+    augment_pair,
+    draw_stain_jitter,
+    epoch_generator,
+    global_batches,
+    pad_bags,
+    stain_jitter,
+)
 from hsafast.trainer.loop import cosine_warmup
 from hsafast.trainer.losses import info_nce, mask_tiles, random_tile_mask, weighted_bce
 
@@ -106,6 +113,47 @@ def test_augmentation_moves_both_tiles_of_a_pair_alike() -> None:
     assert changed > 40  # 7 of 8 draws change the tile
 
 
+def _stain_jitter_reference(tiles: np.ndarray, jitter: np.ndarray) -> np.ndarray:
+    """Beer-Lambert in float64, pixel by pixel: RGB -> optical density -> H/E/DAB amounts,
+    scaled and shifted, and back."""
+    from hsafast.stain.vectors import HED
+
+    m = HED.rgb_from_stains / np.linalg.norm(HED.rgb_from_stains, axis=1, keepdims=True)
+    inv = np.linalg.inv(m)
+    out = np.empty_like(tiles)
+    for i, j, k in itertools.product(*map(range, tiles.shape[:3])):
+        od = -np.log((tiles[i, j, k].astype(np.float64) + 1.0) / 256.0)
+        amounts = od @ inv * jitter[i, 0] + jitter[i, 1]
+        rgb = 256.0 * np.exp(-(amounts @ m)) - 1.0
+        out[i, j, k] = np.clip(np.round(rgb), 0, 255)
+    return out
+
+
+def test_stain_jitter_matches_beer_lambert_reference() -> None:
+    rng = np.random.default_rng(5)
+    tiles = rng.integers(30, 250, (6, 9, 9, 3), dtype=np.uint8)
+    jitter = draw_stain_jitter(6, epoch_generator(0, 0), 0.05)
+    got = stain_jitter(torch.from_numpy(tiles), jitter).numpy().astype(int)
+    ref = _stain_jitter_reference(tiles, jitter.numpy().astype(np.float64)).astype(int)
+    diff = np.abs(got - ref)
+    worst = np.unravel_index(int(diff.argmax()), diff.shape)
+    assert diff.max() <= 1, f"worst element {worst}: {got[worst]} vs reference {ref[worst]}"
+    assert (got != tiles).mean() > 0.5  # the jitter changes most pixels
+    # no jitter gives the tiles back; a stronger hematoxylin darkens them
+    none = torch.tensor([[1.0] * 3, [0.0] * 3]).expand(6, 2, 3)
+    assert torch.equal(stain_jitter(torch.from_numpy(tiles), none), torch.from_numpy(tiles))
+    darker = none.clone()
+    darker[:, 0, 0] = 1.3
+    assert stain_jitter(torch.from_numpy(tiles), darker).float().mean() < tiles.mean()
+
+
+def test_stain_jitter_draws_within_strength() -> None:
+    j = draw_stain_jitter(500, epoch_generator(1, 0), 0.05)
+    assert j.shape == (500, 2, 3)
+    assert (j[:, 0] - 1).abs().max() <= 0.05 and j[:, 1].abs().max() <= 0.05
+    assert (j[:, 0] - 1).abs().max() > 0.04 and j[:, 1].std() > 0.02
+
+
 def test_pad_bags_marks_real_tiles() -> None:
     x, mask = pad_bags([torch.randn(3, 4), torch.randn(5, 4)])
     assert x.shape == (2, 5, 4) and mask.sum(1).tolist() == [3, 5] and (x[0, 3:] == 0).all()
@@ -133,6 +181,17 @@ def test_config_defaults_follow_the_authors() -> None:
     assert config.slide.temperature == 0.01 and config.slide.mask_fraction == 0.5
     assert config.slide.head_dropout == 0.5 and config.data.max_tiles == 4096
     assert config.folds == 5
+
+
+def test_demo_config_is_valid_and_takes_changes() -> None:
+    from hsafast.trainer import demo_config
+
+    cfg = demo_config("m.csv", "out")
+    assert cfg.folds == 2 and cfg.patch.stain_jitter > 0 and cfg.patch.optim.epochs == 8
+    changed = demo_config("m.csv", "out", folds=3, patch={"optim": {"epochs": 2}})
+    assert changed.folds == 3 and changed.patch.optim.epochs == 2
+    with pytest.raises(ConfigError, match="epochz"):
+        demo_config("m.csv", "out", patch={"optim": {"epochz": 2}})
 
 
 def test_load_config_resolves_paths_against_its_folder(tmp_path: Path) -> None:

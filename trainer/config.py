@@ -240,6 +240,11 @@ class PatchConfig:
     """Keep the tile encoders fixed (only projection and positivity heads learn)."""
     augment: bool = True
     """Random flips and 90-degree rotations, the same for both tiles of a pair."""
+    stain_jitter: float = 0.05
+    """Random scale (1 +- x) and shift (+- x) of each stain's optical density per tile,
+    with ``augment`` (Tellez et al. 2018's "HED-light" 0.05; 0: off). Slides differ in
+    stain colour: without it the H&E head learns slide colours, which fit the training
+    slides and say nothing about held-out ones (bench/results/train.md)."""
     optim: OptimConfig = field(
         default_factory=lambda: OptimConfig(epochs=8, batch_size=64, lr=2e-3, warmup_epochs=1)
     )
@@ -254,7 +259,9 @@ class PatchConfig:
         s = "patch"
         _integers(s, self, "projection_dim")
         _positive(s, self, "projection_dim", "temperature")
-        _non_negative(s, self, "contrastive_weight", "regression_weight")
+        _non_negative(s, self, "contrastive_weight", "regression_weight", "stain_jitter")
+        if self.stain_jitter >= 0.5:
+            raise _bad(s, "stain_jitter", f"must be below 0.5, got {self.stain_jitter}")
         self.optim.check("patch.optim")
         self.slide_optim.check("patch.slide_optim")
         if self.optim.batch_size < 2:

@@ -28,10 +28,12 @@ __all__ = [
     "apply_ops",
     "augment_pair",
     "draw_ops",
+    "draw_stain_jitter",
     "embed_tiles",
     "epoch_generator",
     "global_batches",
     "pad_bags",
+    "stain_jitter",
 ]
 
 #: The paper's binary reading, in logit order (``hsafast.stain`` and the simulator use these).
@@ -116,6 +118,34 @@ def apply_ops(tiles: torch.Tensor, ops: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def draw_stain_jitter(n: int, generator: torch.Generator, strength: float) -> torch.Tensor:
+    """(n, 2, 3) per tile: a scale (row 0) and a shift (row 1) of each stain's optical
+    density, uniform in 1 +- ``strength`` and +- ``strength`` (Tellez et al., 2018,
+    "HED-light": strength 0.05)."""
+    u = 2.0 * torch.rand((n, 2, 3), generator=generator) - 1.0
+    return u * strength + torch.tensor([1.0, 0.0]).view(1, 2, 1)
+
+
+def stain_jitter(tiles: torch.Tensor, jitter: torch.Tensor) -> torch.Tensor:
+    """uint8 tiles (B x H x W x 3) with each stain's optical density scaled and shifted by
+    ``draw_stain_jitter`` values (B x 2 x 3), in Ruifrok and Johnston's H/E/DAB space.
+
+    Every simulated (and scanned) slide has its own stain colours; without this a model
+    can learn a slide's colour instead of its cells (the colour says nothing about a tile
+    of another slide).
+    """
+    from hsafast.stain.vectors import HED
+
+    rgb_from_hed = torch.tensor(HED.rgb_from_stains, dtype=torch.float32, device=tiles.device)
+    rgb_from_hed = rgb_from_hed / rgb_from_hed.norm(dim=1, keepdim=True)
+    od = -torch.log((tiles.float() + 1.0) / 256.0)
+    hed = od @ torch.linalg.inv(rgb_from_hed)
+    jitter = jitter.to(tiles.device, torch.float32)
+    hed = hed * jitter[:, 0].view(-1, 1, 1, 3) + jitter[:, 1].view(-1, 1, 1, 3)
+    rgb = 256.0 * torch.exp(-(hed @ rgb_from_hed)) - 1.0
+    return rgb.round_().clamp_(0, 255).to(torch.uint8)
+
+
 def augment_pair(
     he: torch.Tensor, ihc: torch.Tensor, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -137,6 +167,9 @@ class PairBatch:
     weight: torch.Tensor
     global_weight: float
     """Total target weight of the global batch."""
+    jitter: torch.Tensor | None = None
+    """(B, 2, 2, 3) stain jitter of the H&E (index 0) and the IHC tile (``draw_stain_jitter``);
+    None: none."""
 
 
 class TilePairs:
@@ -167,15 +200,26 @@ class TilePairs:
         return int(self.he.shape[0])
 
     def epoch(
-        self, epoch: int, batch_size: int, seed: int, dist: Dist, augment: bool
+        self,
+        epoch: int,
+        batch_size: int,
+        seed: int,
+        dist: Dist,
+        augment: bool,
+        stain_jitter: float = 0.0,
     ) -> Iterator[PairBatch]:
-        """This process's share of each global batch; the flip/rotation codes are drawn for
-        the global batch on every process, so they do not depend on the process count."""
+        """This process's share of each global batch; the flip/rotation codes and stain
+        jitters are drawn for the global batch on every process, so they do not depend on
+        the process count."""
         g = epoch_generator(seed, epoch)
         aug = epoch_generator(seed, epoch, stream=1)
+        colour = epoch_generator(seed, epoch, stream=3)
         for batch in global_batches(len(self), batch_size, g):
             idx = torch.from_numpy(batch)
             ops = draw_ops(len(idx), aug) if augment else torch.zeros(len(idx), dtype=torch.long)
+            jitter = None
+            if augment and stain_jitter > 0:
+                jitter = draw_stain_jitter(2 * len(idx), colour, stain_jitter).view(-1, 2, 2, 3)
             lo, hi = dist.bounds(len(idx))
             local = idx[lo:hi]
             yield PairBatch(
@@ -185,6 +229,7 @@ class TilePairs:
                 self.targets[local],
                 self.weights[local],
                 float(self.weights[idx].sum()),
+                None if jitter is None else jitter[lo:hi],
             )
 
     def batches(

@@ -26,7 +26,7 @@ from hsafast.encoders.base import TileEncoder, resize_tiles
 from hsafast.models import SlideModel, SlideModelConfig
 
 from .config import EncoderConfig, PatchConfig, SlideConfig
-from .data import CLASSES, PairBatch, TilePairs, apply_ops, epoch_generator
+from .data import CLASSES, PairBatch, TilePairs, apply_ops, epoch_generator, stain_jitter
 from .distributed import Dist
 from .loop import FitResult, StepOutput, fit, unwrap
 from .losses import info_nce, weighted_bce
@@ -161,9 +161,14 @@ def train_tile_stage(
         """Transformed, normalised tiles on the device (torch path or DALI)."""
         if dali is None:  # uint8 to the device first: a quarter of the bytes of float
             ops = batch.ops.to(dist.device)
-            x_he = he_encoder.preprocess(apply_ops(batch.he.to(dist.device), ops))
-            x_ihc = he_encoder.preprocess(apply_ops(batch.ihc.to(dist.device), ops))
-            return x_he, x_ihc
+            he, ihc = (
+                apply_ops(batch.he.to(dist.device), ops),
+                apply_ops(batch.ihc.to(dist.device), ops),
+            )
+            if batch.jitter is not None:
+                he = stain_jitter(he, batch.jitter[:, 0])
+                ihc = stain_jitter(ihc, batch.jitter[:, 1])
+            return he_encoder.preprocess(he), he_encoder.preprocess(ihc)
         size = he_encoder.input_size
         he, ihc = dali(batch.he, batch.ihc, batch.ops)
         return (
@@ -174,7 +179,9 @@ def train_tile_stage(
     def batches(epoch: int) -> Iterator[tuple[str, PairBatch]]:
         # one marker per batch, markers interleaved in a seeded order
         streams = {
-            m: train[m].epoch(epoch, cfg.optim.batch_size, seed + 7919 * i, dist, cfg.augment)
+            m: train[m].epoch(
+                epoch, cfg.optim.batch_size, seed + 7919 * i, dist, cfg.augment, cfg.stain_jitter
+            )
             for i, m in enumerate(markers)
         }
         plan = [m for m in markers for _ in range(_n_batches(len(train[m]), cfg.optim.batch_size))]
