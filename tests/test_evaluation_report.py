@@ -170,7 +170,7 @@ def test_cli_writes_the_report(tmp_path: Path, capsys: pytest.CaptureFixture) ->
     )
     out = capsys.readouterr()
     assert code == 0, out.err
-    assert "1 marker evaluated" in out.out
+    assert out.out.startswith("hsafast evaluate: 1 marker evaluated in ")
     text = (tmp_path / "rep" / "report.md").read_text()
     assert "PCA map per fold" in text and "PD-L1" in text
     assert "200 resamples of patients" in text
@@ -192,7 +192,8 @@ def test_umap_embedding_map(tmp_path: Path) -> None:
 def test_cli_reports_a_bad_run_directory_in_one_line(tmp_path: Path, capsys) -> None:
     assert main(["evaluate", str(tmp_path / "nowhere")]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "not a run directory" in err and err.count("\n") == 1
+    assert err.startswith("hsafast evaluate: error: ") and "not a run directory" in err
+    assert err.count("\n") == 1
 
 
 @pytest.mark.slow
