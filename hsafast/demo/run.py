@@ -16,35 +16,30 @@ import resource
 import shutil
 import time
 import traceback
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from hsafast.demo.config import DemoConfig
 from hsafast.demo.outputs import MARKER, DemoResult, versions, write_outputs
-from hsafast.demo.pipeline import CohortPlan, CohortResult, run_cohort, training_config
+from hsafast.demo.pipeline import CohortPlan, CohortResult, Progress, run_cohort, training_config
 from hsafast.demo.real import check_slide, run_real
 from hsafast.errors import HsafastError, InvalidParameterError
 
-__all__ = ["DemoProgress", "plans", "run_demo"]
+__all__ = ["plans", "run_demo"]
 
 log = logging.getLogger("hsafast.demo")
 
-#: ``progress(pipeline, message, final)``: pipeline is "real", "cohort", "control" or
-#: "demo"; ``final`` marks a line that closes a step (others are passing status).
-DemoProgress = Callable[[str, str, bool], None]
 
-
-def plans(out: Path, config: DemoConfig, workers: int) -> list[CohortPlan]:
+def plans(out: Path, config: DemoConfig) -> list[CohortPlan]:
     """The main cohort and the negative control (same patients and seed, predictability 0).
 
     The control's report skips the UMAP (its numba compilation alone takes 20-50 s of a
     2-core CPU in each process) and the example heatmaps: what it has to show is its
     weighted F1, and the main cohort's report draws both.
     """
-    threads = 1 if workers > 1 else 0
-    prep = 1 if workers > 1 else 0
+    threads = 1 if config.workers > 1 else 0
+    prep = 1 if config.workers > 1 else 0
     common: dict[str, Any] = {
         "slide_size": config.slide_size,
         "marker": config.marker,
@@ -70,7 +65,7 @@ def plans(out: Path, config: DemoConfig, workers: int) -> list[CohortPlan]:
 def run_demo(
     out_dir: str | os.PathLike[str],
     config: DemoConfig | None = None,
-    progress: DemoProgress | None = None,
+    progress: Progress | None = None,
 ) -> DemoResult:
     """Run the whole method on the embedded default into ``out_dir`` (see the package)."""
     from hsafast.data import sample_slide_path
@@ -83,7 +78,7 @@ def run_demo(
     if config.slide is not None:
         check_slide(slide)
     out = Path(out_dir).resolve()
-    cohort_plans = plans(out, config, config.workers)
+    cohort_plans = plans(out, config)
     for plan in cohort_plans:
         training_config(plan)  # unknown or invalid training keys fail before any file
     _claim(out)
@@ -141,9 +136,7 @@ def _cpu_seconds() -> float:
 # -- the two cohorts ----------------------------------------------------------------------------
 
 
-def _run_cohorts(
-    cohort_plans: list[CohortPlan], workers: int, say: DemoProgress
-) -> list[CohortResult]:
+def _run_cohorts(cohort_plans: list[CohortPlan], workers: int, say: Progress) -> list[CohortResult]:
     if workers <= 1:
         return [run_cohort(plan, say) for plan in cohort_plans]
     context = multiprocessing.get_context("spawn")  # torch and OpenCV threads are not fork-safe
