@@ -124,17 +124,7 @@ def test_summary_results_and_readme(tiny: tuple[DemoResult, Any]) -> None:
     assert any("registered" in line for line in checks(result))
 
 
-def test_bad_slide_is_one_line_and_leaves_no_folder(
-    tmp_path: Path, tcga_svs: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    garbage = tmp_path / "broken.svs"
-    garbage.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, np.uint8).tobytes())
-    for slide, reason in ((garbage, "broken.svs"), (tcga_svs, "pixel size")):
-        out = tmp_path / f"out-{slide.stem}"
-        assert main(["demo", "--out", str(out), "--slide", str(slide)]) != 0
-        err = capsys.readouterr().err.strip()
-        assert err.count("\n") == 0 and reason in err, err
-        assert not out.exists()
+# an unreadable --slide or one without a pixel size: tests/test_cli.py
 
 
 def test_refuses_a_foreign_folder_and_bad_settings(
