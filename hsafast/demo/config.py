@@ -29,9 +29,10 @@ class DemoConfig:
     """The embedded end-to-end run (``hsafast demo``)."""
 
     cases: int = 24
-    """Simulated Ki-67 cases of the main cohort. 24 is the size the trainer's demo
-    configuration is tuned for: about 16 training cases per fold, the least with
-    which the slide-level models separate the classes on the simulator."""
+    """Simulated Ki-67 cases of the main cohort. 24 is the size the trainer's
+    ``demo_config`` is written for (about 16 training cases per fold of 3), and with the
+    control about 4.5 minutes on two idle cores (docs/demo.md, "Time"); time grows
+    about linearly with the cases."""
 
     control_cases: int = 24
     """Cases of the negative control (predictability 0); as many as the main cohort,
@@ -56,8 +57,8 @@ class DemoConfig:
 
     workers: int = 2
     """Cohorts processed at once. 2: the cohort and the control in two processes, each
-    with one PyTorch thread (small models scale poorly over threads, so two one-thread
-    jobs finish sooner than two two-thread jobs in turn); 1: one after the other."""
+    with one PyTorch thread and preparing its cases in-process, a core each; 1: one
+    after the other, each with all cores."""
 
     training: Mapping[str, Any] = field(default_factory=dict)
     """Changes to the trainer's ``demo_config`` (top-level keys or whole sections, e.g.

@@ -23,7 +23,7 @@ from typing import Any
 from hsafast.demo.config import DemoConfig
 from hsafast.demo.outputs import MARKER, DemoResult, versions, write_outputs
 from hsafast.demo.pipeline import CohortPlan, CohortResult, Progress, run_cohort, training_config
-from hsafast.demo.real import check_slide, run_real
+from hsafast.demo.real import TILE_MPP, TILE_SIZE, check_slide, run_real
 from hsafast.errors import HsafastError, InvalidParameterError
 
 __all__ = ["plans", "run_demo"]
@@ -72,7 +72,7 @@ def run_demo(
 
     config = config or DemoConfig()
     say = progress or (lambda _pipeline, _message, _final: None)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), _cpu_seconds()
     load_start = os.getloadavg()[0]
     slide = Path(config.slide) if config.slide is not None else sample_slide_path()
     if config.slide is not None:
@@ -88,7 +88,7 @@ def run_demo(
         say(
             "real",
             f"{slide.name}: {real.tissue_mm2:g} mm2 of tissue, {real.tiles} tiles of "
-            f"{256} px at 0.5 um/px read at {real.tiles_per_second:,.0f} tiles/s "
+            f"{TILE_SIZE} px at {TILE_MPP} um/px read at {real.tiles_per_second:,.0f} tiles/s "
             f"({real.seconds:.1f} s)",
             True,
         )
@@ -99,7 +99,7 @@ def run_demo(
             cohorts={c.name: c for c in cohorts},
             marker=config.marker,
             seconds=round(time.perf_counter() - t0, 1),
-            cpu_seconds=round(_cpu_seconds(), 1),
+            cpu_seconds=round(_cpu_seconds() - cpu0, 1),
             load_average=(round(load_start, 2), round(os.getloadavg()[0], 2)),
             cores=os.cpu_count() or 0,
             versions=versions(),
