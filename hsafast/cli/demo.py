@@ -23,7 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "reading; a simulated paired H&E/IHC cohort and a negative control (predictability 0)\n"
         "through stain-derived labels, registration, training of slide mode, patch mode and\n"
         "the classification-only baseline, scoring of held-out slides and the evaluation\n"
-        "report; a closing table beside the paper's weighted F1. About 5 minutes on 2 cores.\n"
+        "report; a closing table beside the paper's weighted F1. About 5 minutes on 2 idle cores.\n"
         "DIR must be new, empty or a previous demo's folder (which is replaced); it is\n"
         "removed again if the demo fails. DIR/README.md says what each file is.",
         """
@@ -57,11 +57,13 @@ hsafast demo --out small --cases 12 --control-cases 12
     p.add_argument(
         "--slide",
         type=str,
+        metavar="FILE",
         help="a real slide (that records its pixel size) instead of the bundled CMU-1",
     )
     p.add_argument(
         "--workers",
         type=int,
+        metavar="N",
         help=f"cohorts run at once (default {defaults.workers}: the cohort and the control in "
         "parallel, one thread each)",
     )
