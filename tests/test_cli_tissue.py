@@ -142,7 +142,7 @@ def test_tile_options_are_exclusive_and_checked(
     err = capsys.readouterr().err
     assert "unknown key 'nope'" in err and "keep_largest" in err
     assert main(["tissue", str(cmu_svs), "--out", str(tmp_path), "--tissue", "mpp=x"]) == 2
-    assert "mpp='x' is not a float" in capsys.readouterr().err
+    assert "mpp='x' is not a number" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
 
 

@@ -116,11 +116,11 @@ def registration_config_cases(examples: int) -> None:
 
 
 def tissue_setting_cases(examples: int) -> None:
-    from hsafast.cli.common import parse_assignments
+    from hsafast._config import config_from_assignments
     from hsafast.tissue import TissueConfig
 
     def parse(pairs: list[str]) -> object:
-        return TissueConfig(**parse_assignments(pairs, TissueConfig, "--tissue"))
+        return config_from_assignments(TissueConfig, pairs, "--tissue")
 
     keys = st.sampled_from([*TissueConfig.__dataclass_fields__, "nope", "", "mpp-"])
     values = st.one_of(_text, st.sampled_from(["inf", "nan", "-1", "1e400", "none", "true", "0"]))

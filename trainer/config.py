@@ -23,12 +23,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
+from hsafast._config import config_from_mapping
 from hsafast.errors import ConfigError
 
 __all__ = [
@@ -346,47 +345,6 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-T = TypeVar("T")
-
-
-def _convert(value: Any, hint: Any, where: str) -> Any:
-    """Turn a TOML/JSON value into the annotated type (nested dataclasses, tuples)."""
-    origin = typing.get_origin(hint)
-    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a table, got {type(value).__name__}")
-        return config_from_mapping(hint, value, where)
-    if origin is tuple:
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        return tuple(value)
-    if origin in (typing.Union, types.UnionType):
-        return value
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint in (int, float, str, bool) and not isinstance(value, hint):
-        raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
-    return value
-
-
-def config_from_mapping(cls: type[T], mapping: dict[str, Any], section: str = "") -> T:
-    """Build the dataclass ``cls`` from ``mapping``; unknown keys raise ConfigError by name."""
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(mapping) - names)
-    if unknown:
-        where = f"[{section}] " if section else ""
-        raise ConfigError(f"{where}unknown key(s) {unknown}; allowed: {sorted(names)}")
-    kwargs = {
-        key: _convert(value, hints[key], f"{section}.{key}" if section else key)
-        for key, value in mapping.items()
-    }
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:  # a required field is missing
-        raise ConfigError(f"[{section or 'top level'}] {exc}") from None
-
-
 def load_config(path: str | os.PathLike[str], **overrides: Any) -> TrainConfig:
     """Read a TOML run configuration; relative paths are resolved against its folder.
 
@@ -417,7 +375,4 @@ def load_config(path: str | os.PathLike[str], **overrides: Any) -> TrainConfig:
         for key in ("features", "cache"):
             if isinstance(sub.get(key), str) and sub[key]:
                 sub[key] = str((p.parent / sub[key]).resolve())
-    try:
-        return config_from_mapping(TrainConfig, data)
-    except ConfigError as exc:
-        raise ConfigError(exc.reason, p) from None
+    return config_from_mapping(TrainConfig, data, p)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator, Mapping
-from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hsafast._config import config_from_mapping
 from hsafast.bundle.model_bundle import (
     _TOP_KEYS,
     CONFIG_NAME,
@@ -20,7 +20,7 @@ from hsafast.bundle.model_bundle import (
     ModelBundle,
 )
 from hsafast.bundle.specs import EncoderSpec, MarkerSpec, Preprocessing
-from hsafast.errors import BundleError, EncoderError, HsafastError, InvalidParameterError
+from hsafast.errors import BundleError, EncoderError, HsafastError
 
 if TYPE_CHECKING:
     import torch
@@ -38,11 +38,9 @@ def read_bundle(path: Path) -> ModelBundle:
     config = _read_config(path)
     tensors = _read_weights(path, config["weights_sha256"])
     with _as_bundle_error(path, "config.json: encoder"):
-        encoder = EncoderSpec(
-            **_section(config, "encoder", EncoderSpec, required=("name", "hash", "dim"))
-        )
+        encoder = config_from_mapping(EncoderSpec, config["encoder"])
     with _as_bundle_error(path, "config.json: preprocessing"):
-        preprocessing = Preprocessing(**_section(config, "preprocessing", Preprocessing))
+        preprocessing = config_from_mapping(Preprocessing, config["preprocessing"])
     markers_section = config["markers"]
     if not isinstance(markers_section, dict) or not markers_section:
         raise BundleError("config.json: markers must be a non-empty mapping", path)
@@ -53,7 +51,7 @@ def read_bundle(path: Path) -> ModelBundle:
     positive: dict[str, str] = {}
     for marker in markers_section:
         with _as_bundle_error(path, f"config.json: markers.{marker}"):
-            spec = MarkerSpec(**_section(markers_section, marker, MarkerSpec))
+            spec = config_from_mapping(MarkerSpec, markers_section[marker])
             model_config = SlideModelConfig.from_dict(
                 {**architecture, "in_dim": encoder.dim, "classes": spec.classes}
             )
@@ -138,22 +136,6 @@ def _read_weights(path: Path, expected_hash: Any) -> dict[str, torch.Tensor]:
             path,
         )
     return tensors
-
-
-def _section(
-    parent: Mapping[str, Any], key: str, cls: Any, required: tuple[str, ...] = ()
-) -> dict[str, Any]:
-    values = parent[key]
-    if not isinstance(values, dict):
-        raise InvalidParameterError("must be a mapping")
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise InvalidParameterError(f"unknown keys {unknown} (known: {sorted(known)})")
-    missing = [k for k in required if k not in values]
-    if missing:
-        raise InvalidParameterError(f"missing keys {missing}")
-    return dict(values)
 
 
 def _encoder_from_tensors(

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-import typing
 from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -199,9 +198,10 @@ def add_tissue_options(p: argparse.ArgumentParser) -> None:
 
 
 def tissue_config(args: argparse.Namespace) -> TissueConfig:
+    from hsafast._config import config_from_assignments
     from hsafast.tissue import TissueConfig
 
-    return TissueConfig(**parse_assignments(args.tissue, TissueConfig, "--tissue"))
+    return config_from_assignments(TissueConfig, args.tissue, "--tissue")
 
 
 def pixel_size(args: argparse.Namespace) -> PixelSize:
@@ -322,59 +322,6 @@ class RichStatus:
         if self._status is not None:
             self._status.stop()
             self._status = None
-
-
-def parse_assignments(pairs: list[str], config: type, flag: str) -> dict[str, Any]:
-    """``KEY=VALUE`` strings -> keyword arguments of dataclass ``config``, typed by its fields.
-
-    Unknown keys and unparsable values raise ConfigError naming the key.
-    """
-    from hsafast.errors import ConfigError
-
-    hints = typing.get_type_hints(config)
-    names = [f.name for f in fields(config) if f.init]
-    values: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or not key:
-            raise ConfigError(f"{flag} takes KEY=VALUE, got {pair!r}")
-        if key not in names:
-            raise ConfigError(f"{flag}: unknown key {key!r}; known: {', '.join(names)}")
-        try:
-            values[key] = _convert(text.strip(), hints[key])
-        except ValueError:
-            raise ConfigError(f"{flag}: {key}={text!r} is not a {_type_name(hints[key])}") from None
-    return values
-
-
-def _convert(text: str, kind: Any) -> Any:
-    args = typing.get_args(kind)
-    if type(None) in args:
-        if text.lower() in ("none", "null", ""):
-            return None
-        kind = next(a for a in args if a is not type(None))
-    if kind is bool:
-        lowered = text.lower()
-        if lowered in ("1", "true", "yes", "on"):
-            return True
-        if lowered in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(text)
-    if kind is int:
-        return int(text)
-    if kind is float:
-        return float(text)
-    if kind is str:
-        return text
-    raise ValueError(text)
-
-
-def _type_name(kind: Any) -> str:
-    args = [a for a in typing.get_args(kind) if a is not type(None)] or [kind]
-    names = [getattr(a, "__name__", str(a)) for a in args]
-    optional = " or none" if type(None) in typing.get_args(kind) else ""
-    return " or ".join(names) + optional
 
 
 def _default(f: Any) -> Any:

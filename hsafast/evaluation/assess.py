@@ -90,15 +90,11 @@ class EvaluationConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> EvaluationConfig:
-        from dataclasses import fields
+        """Build from a mapping (``hsafast._config``: unknown keys and wrong types are a
+        ConfigError naming the key)."""
+        from hsafast._config import config_from_mapping
 
-        from hsafast.errors import ConfigError
-
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ConfigError(f"EvaluationConfig: unknown keys {unknown}")
-        return cls(**values)
+        return config_from_mapping(cls, values, section="EvaluationConfig")
 
 
 @dataclass(frozen=True)

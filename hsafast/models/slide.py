@@ -10,7 +10,7 @@ branch of their own (``ihc="separate"``, stored under ``ihc.``).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
 import torch
@@ -107,14 +107,11 @@ class SlideModelConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> SlideModelConfig:
-        """Build from a mapping; unknown keys are rejected by name."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise InvalidParameterError(
-                f"SlideModelConfig: unknown keys {unknown} (known: {sorted(known)})"
-            )
-        return cls(**dict(values))
+        """Build from a mapping (``hsafast._config``: unknown keys and wrong types are a
+        ConfigError naming the key)."""
+        from hsafast._config import config_from_mapping
+
+        return config_from_mapping(cls, values, section="SlideModelConfig")
 
 
 class SlideOutput(NamedTuple):
