@@ -1,6 +1,6 @@
 """The embedded end-to-end run (``hsafast demo``): every stage ran, every promised file is valid.
 
-The default tier runs a tiny demo (6 cases per cohort, 2 folds, one epoch, a short
+The default tier runs a tiny demo (8 cases per cohort, 2 folds, one epoch, a short
 report); the ``slow`` tier runs the full default from the command line.
 """
 
@@ -16,13 +16,14 @@ import pytest
 
 from hsafast.cli import main
 from hsafast.demo import DemoConfig, DemoResult, closing_table, run_demo
-from hsafast.demo.outputs import checks
+from hsafast.demo.outputs import checks, reading
 from hsafast.errors import ConfigError, InvalidParameterError
 
 ONE_EPOCH = {"epochs": 1, "batch_size": 8, "lr": 1e-3, "warmup_epochs": 0}
 TINY = DemoConfig(
-    cases=6,
-    control_cases=6,
+    # 8 cases: with 6 a class may fall to one patient, which 2 folds cannot split
+    cases=8,
+    control_cases=8,
     training={"folds": 2, "patch": {"optim": ONE_EPOCH, "slide_optim": ONE_EPOCH},
               "slide": {"optim": ONE_EPOCH}},
     report={"embedding_map": "pca", "examples": 1, "evaluation": {"n_resamples": 200}},
@@ -114,6 +115,8 @@ def test_summary_results_and_readme(tiny: tuple[DemoResult, Any]) -> None:
     results = (out / "results.md").read_text()
     assert "Paper (different, real dataset)" in results
     assert "Negative control: slide mode" in results
+    said = reading(result)
+    assert said and all(line in results for line in said), "the table is read in words"
     readme = (out / "README.md").read_text()
     for entry in out.iterdir():  # the README names every other file and folder in it
         if entry.name == "README.md":

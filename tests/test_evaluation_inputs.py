@@ -190,6 +190,18 @@ def test_scorer_results_are_matched_to_the_manifest_by_slide_file(tmp_path: Path
     assert ev.metrics["weighted_f1"] == same.metrics["weighted_f1"]
 
 
+def test_scorer_results_named_by_manifest_item_id_are_matched(tmp_path: Path) -> None:
+    """A scorer run over a manifest names each H&E slide <case_id>.HE."""
+    manifest = _manifest(tmp_path / "manifest.csv", 20, seed=1)
+    by_stem = _slide_results(20, seed=2)
+    by_item = _slide_results(20, seed=2)
+    for i, result in enumerate(by_item):
+        result.slide_id = f"case{i:02d}.HE"
+    a, b = evaluate(by_stem, manifest), evaluate(by_item, manifest)
+    assert b.n_cases == 20 and b.predictions.case_ids == a.predictions.case_ids
+    assert b.metrics["weighted_f1"] == a.metrics["weighted_f1"]
+
+
 def test_unscored_slides_raise_or_are_noted(tmp_path: Path) -> None:
     from hsafast.scoring.results import SlideResult
 

@@ -73,7 +73,7 @@ hsafast demo --out small --cases 12 --control-cases 12
 def run(args: argparse.Namespace) -> int:
     from hsafast._config import config_from_mapping
     from hsafast.demo import DemoConfig, closing_table, run_demo
-    from hsafast.demo.outputs import checks
+    from hsafast.demo.outputs import checks, reading
     from hsafast.evaluation import format_table
 
     flags = ("cases", "control_cases", "slide_size", "seed", "slide", "workers")
@@ -83,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
         result = run_demo(args.out, config, progress)
     print()
     print(format_table(closing_table(result)))
+    for line in reading(result):
+        print(line)
     print()
     for line in checks(result):
         print(f"- {line}")

@@ -89,6 +89,9 @@ class CohortResult:
     failed_cases: int = 0
     weighted_f1: dict[str, list[float]] = field(default_factory=dict)
     """mode -> [estimate, low, high] against the stain-derived labels (the report's)."""
+    one_class_folds: dict[str, int] = field(default_factory=dict)
+    """mode -> folds whose held-out cases all got the same predicted class (a model that
+    learnt only its training folds' majority)."""
     scored: dict[str, dict[str, Any]] = field(default_factory=dict)
     """mode -> slides scored, weighted F1 [est, low, high] against the simulator's labels,
     largest |p| difference from the trainer's held-out prediction of the same slide."""
@@ -150,6 +153,9 @@ def run_cohort(plan: CohortPlan, progress: Progress) -> CohortResult:
         f1 = report.analysis.weighted_f1(mode).get(plan.marker)
         if f1 is not None:
             result.weighted_f1[mode] = [f1.estimate, f1.low, f1.high]
+        predictions = plan.run_dir / "predictions" / f"{mode}.csv"
+        if predictions.is_file():
+            result.one_class_folds[mode] = _one_class_folds(predictions)
     progress(plan.name, f"report in {result.seconds['report']:.0f} s: {report.markdown}", True)
     return result
 
@@ -223,6 +229,17 @@ def _truth_labels(manifest: Path) -> dict[str, str]:
     from hsafast.manifest import read_manifest
 
     return {c.case_id: c.label or "" for c in read_manifest(manifest).cases}
+
+
+def _one_class_folds(predictions: Path) -> int:
+    """Folds of a trainer's held-out predictions file in which every case got one class."""
+    import csv
+
+    classes: dict[str, set[str]] = {}
+    with predictions.open(newline="") as f:
+        for row in csv.DictReader(f):
+            classes.setdefault(row["fold"], set()).add(row["predicted"])
+    return sum(len(predicted) == 1 for predicted in classes.values())
 
 
 def _preparation_facts(

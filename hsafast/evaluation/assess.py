@@ -221,13 +221,16 @@ def _from_scorer(
 ) -> tuple[Predictions, list[tuple[str, str]]]:
     """The scorer's results, with slide IDs and markers taken from a manifest if given."""
     from hsafast._fileio import safe_id
+    from hsafast.cohort import case_item_id
     from hsafast.manifest import is_manifest, read_manifest
 
     aliases: dict[str, str] = {}
     markers: str | dict[str, str] | None = marker
     if isinstance(labels, str | os.PathLike) and is_manifest(Path(labels)):
         cases = read_manifest(labels).cases
+        # a manifest run names each H&E slide <case_id>.HE; older results, the file stem
         aliases = {safe_id(c.he_path.stem): c.case_id for c in cases}
+        aliases.update({case_item_id(c.case_id, "HE"): c.case_id for c in cases})
         if marker is None:
             markers = {c.case_id: c.marker for c in cases}
     return from_slide_results(results, marker=markers, aliases=aliases)
