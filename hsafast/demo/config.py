@@ -29,10 +29,9 @@ class DemoConfig:
     """The embedded end-to-end run (``hsafast demo``)."""
 
     cases: int = 24
-    """Simulated Ki-67 cases of the main cohort. 24 is the size the trainer's
-    ``demo_config`` is written for (about 16 training cases per fold of 3), and with the
-    control about 4.5 minutes on two idle cores (docs/demo.md, "Time"); time grows
-    about linearly with the cases."""
+    """Simulated Ki-67 cases of the main cohort. With the control, 24 take about 3
+    minutes on two idle cores (docs/demo.md, "Time"); time grows about linearly with
+    the cases."""
 
     control_cases: int = 24
     """Cases of the negative control (predictability 0); as many as the main cohort,

@@ -119,8 +119,8 @@ def reading(result: DemoResult) -> list[str]:
             )
         else:
             lines.append(
-                f"Slide mode's interval ({_interval(ours)}) overlaps the negative "
-                f"control's ({_interval(theirs)}): this run shows every stage working, not "
+                f"Slide mode's weighted F1, {_interval(ours)}, overlaps the negative "
+                f"control's, {_interval(theirs)}: this run shows every stage working, not "
                 f"that the method learns; {main.labelled} small simulated cases and a tile "
                 "encoder trained from scratch are too little to learn from."
             )
