@@ -127,9 +127,6 @@ def _batches(
     coords = np.ascontiguousarray(grid.coords, dtype=np.int64)
     plan = read_plan(slide, grid, scaled_decode)
     size = grid.size
-    # each batch is cut into one chunk per worker, so that small grids and the
-    # tail of each batch keep every worker busy; chunks write into the batch
-    chunk = max(1, -(-batch_size // workers))
     bar = _ProgressBar(slide.path, len(coords)) if progress else None
 
     def job(sub: np.ndarray, out: np.ndarray) -> None:
@@ -150,6 +147,9 @@ def _batches(
     def submit(start: int) -> None:
         sub = coords[start : start + batch_size]
         out = np.empty((len(sub), size, size, 3), dtype=np.uint8)
+        # one chunk per worker, sized by this batch, so that small grids and the
+        # last, shorter batch keep every worker busy; chunks write into the batch
+        chunk = max(1, -(-len(sub) // workers))
         futures = [
             pool.submit(job, sub[a : a + chunk], out[a : a + chunk])
             for a in range(0, len(sub), chunk)

@@ -73,6 +73,24 @@ def test_worker_counts_give_identical_batches(pyramid: Path) -> None:
     np.testing.assert_array_equal(one, three)
 
 
+def test_short_batches_are_shared_by_every_worker(pyramid: Path) -> None:
+    # a grid smaller than batch_size (a small tissue section, the last batch) is
+    # still cut into one chunk per worker, each on its own reader thread
+    slide = hsafast.open_slide(pyramid)
+    threads: list[str] = []
+    read_regions = slide.read_regions
+
+    def spy(*args: object, **kwargs: object) -> np.ndarray:
+        threads.append(threading.current_thread().name)
+        return read_regions(*args, **kwargs)  # type: ignore[arg-type]
+
+    slide.read_regions = spy  # type: ignore[method-assign]
+    coords = grid_coords(1024, 768, 256)[:9]
+    batches = list(read_tiles(slide, make_grid(pyramid, coords, 256, 256), 64, workers=2))
+    assert len(batches) == 1 and len(batches[0].tiles) == 9
+    assert len(threads) == 2 and all(t.startswith("hsafast-read") for t in threads)
+
+
 @pytest.mark.parametrize("level", [0, 1])
 def test_resized_tiles_equal_area_resize(pyramid: Path, level: int) -> None:
     """read_size 384 -> size 256 (no DCT scaling possible): read, then INTER_AREA."""
