@@ -136,8 +136,9 @@ def stain_calibration(quick: bool) -> Table:
         for t in _tiles(compartment, n // 2, rng, positive_fraction=float(rng.uniform(0.05, 0.95))):
             rgb = t.rgb  # type: ignore[attr-defined]
             m = estimate_hdab(rgb)
-            stained = int((detect_cells(rgb, m, 0.5, ki67, cfg.cells)[0].grade >= 1).sum())
-            _, h = dab_holes(rgb, m, 0.5, ki67, cfg.cells)
+            cells = detect_cells(rgb, m, 0.5, ki67, cfg.cells)[0]
+            stained = int((cells.grade >= 1).sum())
+            _, h = dab_holes(rgb, m, 0.5, ki67, cfg.cells, stained=cells)
             if h + stained >= 5:
                 out.append(h / max(stained, 1))
         return np.array(out)

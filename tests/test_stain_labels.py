@@ -130,6 +130,28 @@ def test_nuclear_stain_passes_the_pattern_check(tmp_path: Path, positive: float)
     assert lab.details["pattern_stained"] > 0
 
 
+@pytest.mark.parametrize("positive", [0.6, 0.9])
+def test_unstained_nuclei_between_stained_ones_are_not_holes(positive: float) -> None:
+    # touching nuclei, most stained (a proliferative tumour): an unstained nucleus is
+    # ringed by its stained neighbours, not by cytoplasmic or membranous DAB
+    from hsafast.stain import detect_cells, get_marker
+    from hsafast.stain.pattern import dab_holes
+    from hsafast.stain.stats import QuantifyConfig
+    from hsafast.stain.vectors import estimate_hdab
+
+    cells_cfg, ki67 = QuantifyConfig().cells, get_marker("ki67")
+    holes = stained = 0
+    for seed in range(4):
+        tile = render_ihc_tile(256, positive_fraction=positive, spacing=2.0, density=1.0,
+                               seed=seed).rgb  # fmt: skip
+        matrix = estimate_hdab(tile)
+        cells = detect_cells(tile, matrix, 0.5, ki67, cells_cfg)[0]
+        stained += int((cells.grade >= 1).sum())
+        holes += dab_holes(tile, matrix, 0.5, ki67, cells_cfg, stained=cells)[1]
+    assert stained > 300
+    assert holes < 0.03 * stained, (holes, stained)
+
+
 def test_coarse_pixels_are_refused_for_cells(ihc_png: Path) -> None:
     coords = _grid((512, 512))
     with pytest.raises(StainError, match=r"too coarse.*6 um nucleus spans 1\.2 px") as info:

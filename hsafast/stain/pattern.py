@@ -10,7 +10,10 @@ that a cytoplasmic stain scored as Ki-67 is flagged instead of reading 99 %.
 
 Nuclei are found on hematoxylin with the membranous cell detector, which also says
 whether DAB covers enough of the ring around each nucleus; the hole test then
-compares the DAB at the nucleus centre with the mean DAB of that ring.
+compares the DAB at the nucleus centre with the mean DAB of that ring. The ring is
+read off the nuclei that the nuclear reading finds stained through their centre:
+in dense, proliferative tissue an unstained nucleus is ringed by stained
+neighbours, which is nuclear staining, not a hole.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from hsafast.stain.compartments import CellConfig, detect_cells
+from hsafast.stain.compartments import CellConfig, Cells, detect_cells
 from hsafast.stain.deconvolution import concentrations
 from hsafast.stain.markers import Marker
 from hsafast.stain.vectors import StainMatrix
@@ -29,6 +32,16 @@ from hsafast.stain.vectors import StainMatrix
 HOLE_CONTRAST = 0.8
 #: The ring, in nucleus radii from the centre: just outside the nucleus, through the cytoplasm.
 RING = (1.2, 2.0)
+#: Least mean DAB of a hole's ring, as a share of the marker's 1+ threshold: a 1+ membrane
+#: about 1 um wide crossing a ring 0.8 nucleus radii (about 2.8 um) wide averages a third
+#: of 1+ over it; the faint halo that optics and section thickness leave between
+#: unstained and stained nuclei stays far below.
+RING_DAB = 0.25
+#: Share of a ring that must lie off stained nuclei for its DAB to say anything.
+MIN_FREE_RING = 0.5
+#: Stained nuclei are masked this many times their radius (from their area): the blur
+#: of optics and section thickness spreads their DAB past the segmented edge.
+STAINED_MARGIN = 1.3
 
 
 @lru_cache(maxsize=8)
@@ -51,8 +64,15 @@ def dab_holes(
     mpp: float,
     marker: Marker,
     config: CellConfig,
+    stained: Cells | None = None,
 ) -> tuple[int, int]:
-    """(nuclei found on hematoxylin, those that are unstained holes in a DAB ring)."""
+    """(nuclei found on hematoxylin, those that are unstained holes in a DAB ring).
+
+    ``stained``: the tile's cells from the nuclear reading; the nuclei it grades
+    stained are left out of every ring, so that an unstained nucleus between stained
+    neighbours (dense, highly proliferative tissue) is not taken for a hole. A ring
+    mostly covered by such nuclei says nothing and is not counted.
+    """
     import cv2
 
     every_cell = replace(
@@ -74,9 +94,34 @@ def dab_holes(
     y = np.clip(np.rint(cells.xy[ringed, 1]).astype(np.intp), 0, h - 1)
     # the ring's mean DAB at each ringed nucleus only (pixels past the edge: the nearest one)
     dy, dx = _annulus(RING[0] * r, RING[1] * r)
-    ring = dab[np.clip(y[:, None] + dy, 0, h - 1), np.clip(x[:, None] + dx, 0, w - 1)].mean(axis=1)
-    holes = centre[y, x] < HOLE_CONTRAST * ring
+    ry = np.clip(y[:, None] + dy, 0, h - 1)
+    rx = np.clip(x[:, None] + dx, 0, w - 1)
+    free = ~_stained_nuclei(stained, centre >= marker.dab_thresholds[0], mpp)[ry, rx]
+    usable = free.mean(axis=1) >= MIN_FREE_RING
+    ring = (dab[ry, rx] * free).sum(axis=1) / np.maximum(free.sum(axis=1), 1)
+    visible = ring >= RING_DAB * marker.dab_thresholds[0]
+    holes = usable & visible & (centre[y, x] < HOLE_CONTRAST * ring)
     return len(cells), int(holes.sum())
+
+
+def _stained_nuclei(cells: Cells | None, dab_centre: np.ndarray, mpp: float) -> np.ndarray:
+    """Mask of the nuclei the nuclear reading grades stained and whose centre holds 1+ DAB
+    (``dab_centre``), as discs of their area: DAB through the nucleus, not a membrane
+    touching its edge."""
+    import cv2
+
+    mask = np.zeros(dab_centre.shape, np.uint8)
+    if cells is None or cells.area_um2 is None:
+        return mask.astype(bool)
+    h, w = dab_centre.shape
+    stained = cells.grade >= 1
+    for (cx, cy), area in zip(cells.xy[stained], cells.area_um2[stained], strict=True):
+        x, y = min(max(round(float(cx)), 0), w - 1), min(max(round(float(cy)), 0), h - 1)
+        if not dab_centre[y, x]:
+            continue
+        radius = max(1, round(STAINED_MARGIN * float(np.sqrt(area / np.pi)) / mpp))
+        cv2.circle(mask, (x, y), radius, 1, thickness=-1)
+    return mask.astype(bool)
 
 
 def _annulus(r0: float, r1: float) -> tuple[np.ndarray, np.ndarray]:

@@ -208,7 +208,9 @@ def _measure(
             # the batch's tile with the most DAB, whether or not its nuclei read stained
             k = int(np.argmax(px[todo, 1]))
             if px[todo[k], 1] > 0:
-                nuclei, holes = dab_holes(batch.tiles[todo[k]], matrix, mpp, m, cfg.cells)
+                nuclei, holes = dab_holes(
+                    batch.tiles[todo[k]], matrix, mpp, m, cfg.cells, stained=found[k]
+                )
                 stained = int((found[k].grade >= 1).sum())
                 pattern[start + int(todo[k])] = [nuclei, holes, stained]
     return StainStats(

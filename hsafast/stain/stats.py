@@ -69,10 +69,10 @@ class QuantifyConfig:
     max_dab_holes: float = 0.2
     """Nuclear markers: unstained nuclei inside a DAB ring per stained nucleus above which
     the DAB is not nuclear (cytoplasmic or membranous staining) and the slide has no label.
-    Simulated nuclear staining (5-95 % of nuclei stained, touching or apart) reaches 0.099
-    per tile; 0.2 is twice that. Simulated cytoplasmic and membranous staining reads 1.7
-    (median) but down to 0.04 on single tiles with few stained cells (1 % below 0.09); the
-    slide pools its checked tiles (``python -m bench calibrate stain``)."""
+    Simulated nuclear staining (5-95 % of nuclei stained, touching or apart) reaches 0.078
+    per tile; 0.2 is about twice that. Simulated cytoplasmic and membranous staining reads
+    1.7 (median) but down to 0.01 on single tiles with few stained cells (1 % below 0.05);
+    the slide pools its checked tiles (``python -m bench calibrate stain``)."""
     pattern_tiles: int = 24
     """Tiles (spread over the slide) on which the nuclear pattern is checked (about 15 ms
     each; a few thousand nuclei)."""
