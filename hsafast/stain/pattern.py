@@ -69,9 +69,10 @@ def dab_holes(
     """(nuclei found on hematoxylin, those that are unstained holes in a DAB ring).
 
     ``stained``: the tile's cells from the nuclear reading; the nuclei it grades
-    stained are left out of every ring, so that an unstained nucleus between stained
-    neighbours (dense, highly proliferative tissue) is not taken for a hole. A ring
-    mostly covered by such nuclei says nothing and is not counted.
+    stained, with 1+ DAB at their centre, are left out of every ring, so that an
+    unstained nucleus between stained neighbours (dense, highly proliferative tissue)
+    is not taken for a hole. A ring mostly covered by such nuclei says nothing, and a
+    ring whose remaining DAB is fainter than ``RING_DAB`` of 1+ is no DAB ring.
     """
     import cv2
 
