@@ -13,7 +13,8 @@ use other seeds, and real images are only ever checked, never fitted):
 * DAB 1+ share of the tissue (each slide's own stain vectors) on hematoxylin-only
   tiles against tiles whose nuclei are 1 % stained -> ``no_dab_fraction``;
 * unstained nuclei in DAB rings per stained nucleus, nuclear staining against
-  cytoplasmic and membranous staining -> ``max_dab_holes``;
+  cytoplasmic and membranous staining -> ``max_dab_holes``, and the mean DAB of those
+  holes' rings -> ``hsafast.stain.pattern.RING_DAB``;
 * the positive share's error against the truth as nuclei shrink to a few pixels
   -> ``min_nucleus_px``.
 
@@ -90,7 +91,7 @@ def _he_tiles(n_cases: int, size: int) -> np.ndarray:
 def stain_calibration(quick: bool) -> Table:
     from hsafast.stain import QuantifyConfig, detect_cells, get_marker, pixel_stats
     from hsafast.stain.deconvolution import PixelThresholds, eosin_share
-    from hsafast.stain.pattern import dab_holes
+    from hsafast.stain.pattern import RING_DAB, dab_holes, hole_rings
     from hsafast.stain.vectors import estimate_hdab
     from hsafast.synth.ihc_tile import render_ihc_tile
     from hsafast.synth.scoring import compare_cells
@@ -130,25 +131,34 @@ def stain_calibration(quick: bool) -> Table:
     table.add("", "", "tiles with a stained nucleus (1 %)", len(one),
               *np.percentile(one, [50, 1]), float(one.min()))  # fmt: skip
 
-    # nuclear pattern: unstained nuclei in DAB rings per stained nucleus
-    def holes(compartment: str) -> np.ndarray:
-        out = []
+    # nuclear pattern: unstained nuclei in DAB rings per stained nucleus, and the ring DAB
+    # of every hole before the floor (as a share of 1+)
+    def holes(compartment: str) -> tuple[np.ndarray, np.ndarray]:
+        ratios, rings = [], []
         for t in _tiles(compartment, n // 2, rng, positive_fraction=float(rng.uniform(0.05, 0.95))):
             rgb = t.rgb  # type: ignore[attr-defined]
             m = estimate_hdab(rgb)
             cells = detect_cells(rgb, m, 0.5, ki67, cfg.cells)[0]
             stained = int((cells.grade >= 1).sum())
             _, h = dab_holes(rgb, m, 0.5, ki67, cfg.cells, stained=cells)
+            rings.append(hole_rings(rgb, m, 0.5, ki67, cfg.cells, stained=cells)[1])
             if h + stained >= 5:
-                out.append(h / max(stained, 1))
-        return np.array(out)
+                ratios.append(h / max(stained, 1))
+        return np.array(ratios), np.concatenate(rings) / ki67.dab_thresholds[0]
 
-    nuc = holes("nuclear")
-    other = np.concatenate([holes("cytoplasmic"), holes("membranous")])
+    (nuc, nuc_rings), (cyto, cyto_rings), (memb, memb_rings) = (
+        holes(c) for c in ("nuclear", "cytoplasmic", "membranous")
+    )
+    other = np.concatenate([cyto, memb])
     table.add("max_dab_holes", cfg.max_dab_holes, "nuclear staining", len(nuc),
               *np.percentile(nuc, [50, 99]), float(nuc.max()))  # fmt: skip
     table.add("", "", "cytoplasmic + membranous", len(other),
               *np.percentile(other, [50, 1]), float(other.min()))  # fmt: skip
+    table.add("RING_DAB", RING_DAB, "hole rings, nuclear staining", len(nuc_rings),
+              *np.percentile(nuc_rings, [50, 99]), float(nuc_rings.max()))  # fmt: skip
+    for name, rings in (("cytoplasmic", cyto_rings), ("membranous", memb_rings)):
+        table.add("", "", f"hole rings, {name}", len(rings),
+                  *np.percentile(rings, [50, 1]), float(rings.min()))  # fmt: skip
 
     # resolution: positive share error as nuclei shrink
     every = QuantifyConfig().cells.__class__(
