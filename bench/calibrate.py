@@ -91,7 +91,7 @@ def _he_tiles(n_cases: int, size: int) -> np.ndarray:
 def stain_calibration(quick: bool) -> Table:
     from hsafast.stain import QuantifyConfig, detect_cells, get_marker, pixel_stats
     from hsafast.stain.deconvolution import PixelThresholds, eosin_share
-    from hsafast.stain.pattern import RING_DAB, dab_holes, hole_rings
+    from hsafast.stain.pattern import RING_DAB, hole_rings
     from hsafast.stain.vectors import estimate_hdab
     from hsafast.synth.ihc_tile import render_ihc_tile
     from hsafast.synth.scoring import compare_cells
@@ -140,8 +140,9 @@ def stain_calibration(quick: bool) -> Table:
             m = estimate_hdab(rgb)
             cells = detect_cells(rgb, m, 0.5, ki67, cfg.cells)[0]
             stained = int((cells.grade >= 1).sum())
-            _, h = dab_holes(rgb, m, 0.5, ki67, cfg.cells, stained=cells)
-            rings.append(hole_rings(rgb, m, 0.5, ki67, cfg.cells, stained=cells)[1])
+            ring = hole_rings(rgb, m, 0.5, ki67, cfg.cells, stained=cells)[1]
+            rings.append(ring)
+            h = int((ring >= RING_DAB * ki67.dab_thresholds[0]).sum())  # as dab_holes counts
             if h + stained >= 5:
                 ratios.append(h / max(stained, 1))
         return np.array(ratios), np.concatenate(rings) / ki67.dab_thresholds[0]

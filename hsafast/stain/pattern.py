@@ -66,7 +66,7 @@ def dab_holes(
     mpp: float,
     marker: Marker,
     config: CellConfig,
-    stained: Cells | None = None,
+    stained: Cells,
 ) -> tuple[int, int]:
     """(nuclei found on hematoxylin, those that are unstained holes in a DAB ring).
 
@@ -86,7 +86,7 @@ def hole_rings(
     mpp: float,
     marker: Marker,
     config: CellConfig,
-    stained: Cells | None = None,
+    stained: Cells,
 ) -> tuple[int, np.ndarray]:
     """(nuclei found on hematoxylin, the ring DAB of every hole before the ``RING_DAB``
     floor): what ``dab_holes`` counts, and what the floor is calibrated on."""
@@ -120,14 +120,14 @@ def hole_rings(
     return len(cells), ring[holes]
 
 
-def _stained_nuclei(cells: Cells | None, dab_centre: np.ndarray, mpp: float) -> np.ndarray:
+def _stained_nuclei(cells: Cells, dab_centre: np.ndarray, mpp: float) -> np.ndarray:
     """Mask of the nuclei the nuclear reading grades stained and whose centre holds 1+ DAB
     (``dab_centre``), as discs of their area: DAB through the nucleus, not a membrane
     touching its edge."""
     import cv2
 
     mask = np.zeros(dab_centre.shape, np.uint8)
-    if cells is None or cells.area_um2 is None:
+    if cells.area_um2 is None:  # cells built without shapes: nothing to leave out
         return mask.astype(bool)
     h, w = dab_centre.shape
     stained = cells.grade >= 1
